@@ -1,0 +1,1 @@
+"""Leaderboard: tables, statistics, figures and exports of stored results."""

@@ -1,0 +1,184 @@
+"""Base classes of the three plugin kinds: Augmenter, Backbone, Dataset.
+
+This module must stay import-light (no torch at import time): ``sgid-bench list`` loads
+every plugin module, and plugin modules subclass these classes at import.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from sgid_bench.context import Context
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Stands for a parameter without a default in :meth:`Plugin.param_defaults`.
+REQUIRED: Any = _Required()
+
+#: The four stages an Augmenter may implement; the harness calls only the defined ones.
+STAGES = ("expand", "transform", "mix", "features")
+
+
+class Plugin:
+    """What every plugin class shares: a unique ``name``, a description and a version.
+
+    ``version`` goes into the config hash, so bumping it makes a new leaderboard cell.
+    Parameters are the keyword arguments of ``__init__`` (with defaults); the harness
+    introspects them to validate ``--param key=value``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+
+    @classmethod
+    def param_defaults(cls) -> dict[str, Any]:
+        """The ``__init__`` keyword parameters and their defaults (:data:`REQUIRED` if none)."""
+        sig = inspect.signature(cls.__init__)
+        out: dict[str, Any] = {}
+        for p in list(sig.parameters.values())[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            out[p.name] = REQUIRED if p.default is p.empty else p.default
+        return out
+
+    @classmethod
+    def profile_params(cls, profile: str, dataset: str) -> dict[str, Any]:
+        """Parameter values a profile sets for a dataset (e.g. the paper's Table 8).
+
+        Resolution order: ``__init__`` defaults, then these, then the user's ``--param``.
+        """
+        return {}
+
+    def setup(self, context: Context) -> None:  # noqa: B027 - optional hook
+        """Called once before use with the run's :class:`~sgid_bench.context.Context`
+        (profile, device, model resolver, cache dir). Load heavy models here, not in
+        ``__init__``, so listing and validating stays instant."""
+
+    def models_used(self, context: Context) -> dict[str, str]:
+        """Model ids this plugin will load, ``{role: id}``; stored with every result and
+        part of the config hash so tiny and real models never share a leaderboard cell."""
+        return {}
+
+
+class Augmenter(Plugin):
+    """An augmentation method. Implement any of these stages (define only those you use):
+
+    - ``expand(images, labels, class_names, generator) -> list[PIL.Image]``: offline, one
+      new image per input (generative methods). The harness batches, caches on disk and
+      resumes. ``images`` are RGB PIL images, ``labels`` ints, ``generator`` a CPU
+      ``torch.Generator`` seeded for this batch.
+    - ``transform(image, generator) -> image``: per training sample, uint8 CHW tensor in
+      and out.
+    - ``mix(images, targets, generator) -> (images, targets)``: per batch; images float
+      NCHW (normalised), targets N x C probabilities.
+    - ``features(features, targets, generator) -> (features, targets)``: inside the
+      network, on the output of the layer the backbone exposes
+      (:meth:`Backbone.feature_layer`); ``features`` is NCHW for CNNs, N x L x D for
+      transformers (:attr:`FeatureLayer.channel_dim` says which dim holds channels).
+
+    ``group`` places the method in the leaderboard (backbone, perturbation, generative).
+    """
+
+    group: ClassVar[str] = "perturbation"
+
+    @classmethod
+    def stages(cls) -> tuple[str, ...]:
+        """The stages this class defines, in pipeline order."""
+        return tuple(s for s in STAGES if callable(getattr(cls, s, None)))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe. ``lr_grid`` (if not empty) is searched on the validation split
+    and the best lr is kept; ``milestones`` are epochs where lr is multiplied by ``gamma``."""
+
+    optimizer: str = "adamw"  # "sgd" | "adamw"
+    lr: float = 1e-3
+    epochs: int = 3
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    lr_grid: tuple[float, ...] = ()
+    label_smoothing: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FeatureLayer:
+    """Where the ``features`` stage runs: a submodule of the built model whose output is
+    rewritten, and which dim of that output holds channels (1 for NCHW, -1 for N x L x D)."""
+
+    module: Any  # torch.nn.Module
+    channel_dim: int = 1
+
+
+class Backbone(Plugin):
+    """A classifier. ``build`` returns an ``nn.Module`` mapping float NCHW images
+    (normalised with :meth:`normalization`) of :meth:`input_size` to logits."""
+
+    def build(self, num_classes: int, context: Context) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def input_size(self, context: Context) -> int:
+        """Side of the square input in pixels for this profile."""
+        raise NotImplementedError
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel applied to [0, 1] images."""
+        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def recipe(self, context: Context, dataset: str) -> Recipe:
+        """The default training recipe for a profile and dataset."""
+        return Recipe()
+
+    def feature_layer(self, model: torch.nn.Module) -> FeatureLayer | None:
+        """The early layer where a ``features``-stage augmenter (MoEx) acts, or None."""
+        return None
+
+    def trainable_parameters(self, model: torch.nn.Module) -> Sequence[torch.nn.Parameter]:
+        """Parameters the optimizer updates (a linear probe returns only the head)."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+
+@dataclass
+class Split:
+    """One split of a dataset: indexable ``(PIL.Image RGB, int)`` pairs plus the classes."""
+
+    samples: Sequence[tuple[Image.Image, int]]
+    class_names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+class Dataset(Plugin):
+    """A labelled image dataset. ``load(split)`` returns a :class:`Split` for ``"train"``,
+    ``"test"`` and, when listed in ``splits``, ``"val"``; without an official validation
+    split the harness carves a seeded one out of train (never selecting on test).
+
+    A dataset whose files are missing raises :class:`sgid_bench.errors.UserError` naming
+    the expected location and how to obtain the files.
+    """
+
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def load(self, split: str) -> Split:
+        raise NotImplementedError

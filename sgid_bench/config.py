@@ -1,0 +1,210 @@
+"""From what the user asked (a :class:`RunSpec`) to the full resolved config of a run,
+and its hash.
+
+Parameters: ``--param key=value`` goes to the one component that takes ``key`` (an
+augmenter of the method, the backbone, the dataset, or the training recipe ``train``);
+``component.key=value`` names the component when several take the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from sgid_bench import __version__
+from sgid_bench.api import REQUIRED, Augmenter, Backbone, Dataset, Recipe
+from sgid_bench.context import Context
+from sgid_bench.errors import UserError
+from sgid_bench.plugins import augmenter_class, backbone_class, dataset_class
+
+PROFILES = ("quick", "paper")
+DEFAULT_DATASET = "shapes"
+#: Fraction of train carved out for validation when a dataset has no official val split.
+VAL_FRACTION = 0.1
+
+
+@dataclass
+class RunSpec:
+    """What one ``sgid-bench run`` asks for, before resolution."""
+
+    method: str = "none"
+    backbone: str = "resnet50"
+    dataset: str = DEFAULT_DATASET
+    seed: int = 0
+    profile: str = "quick"
+    params: list[str] = field(default_factory=list)  # raw "key=value" strings
+
+
+@dataclass
+class Component:
+    """A resolved plugin instance spec: name, version, params."""
+
+    name: str
+    version: str
+    params: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "params": self.params}
+
+
+@dataclass
+class Resolved:
+    """A resolved run: plugin instances, recipe, and the config dict that is hashed
+    (everything that determines the result except the seed)."""
+
+    spec: RunSpec
+    augmenters: list[Augmenter]
+    backbone: Backbone
+    dataset: Dataset
+    recipe: Recipe
+    config: dict[str, Any]
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no spaces: the form that is hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def parse_value(text: str) -> Any:
+    """``--param`` values: JSON where it parses (numbers, true/false, lists), else a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return text
+
+
+def parse_params(raw: list[str]) -> list[tuple[str | None, str, Any]]:
+    """``["a=1", "sgid.strength=0.5"]`` -> ``[(None, "a", 1), ("sgid", "strength", 0.5)]``."""
+    out: list[tuple[str | None, str, Any]] = []
+    for item in raw:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"malformed --param {item!r}: use --param key=value")
+        target, dot, name = key.rpartition(".")
+        out.append((target if dot else None, name, parse_value(value.strip())))
+    return out
+
+
+def split_method(method: str) -> list[str]:
+    """``"sgid+randaugment"`` -> ``["sgid", "randaugment"]``."""
+    parts = [p.strip() for p in method.split("+")]
+    if any(not p for p in parts):
+        raise UserError(f"malformed method {method!r}: join method names with '+', e.g. a+b")
+    return parts
+
+
+def _coerce(owner: str, key: str, value: Any, default: Any) -> Any:
+    # Keep the type of the default so "3" and 3 hash the same and typos fail early.
+    if default is None or default is REQUIRED or isinstance(value, type(default)):
+        return value
+    if isinstance(default, bool):
+        raise UserError(f"--param {owner}.{key} must be true or false, got {value!r}")
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    raise UserError(
+        f"--param {owner}.{key} must be a {type(default).__name__}, got {value!r}"
+    )
+
+
+def resolve(spec: RunSpec, context: Context) -> Resolved:
+    """Resolve a spec to plugin classes, full parameters, recipe and config dict.
+
+    Raises :class:`UserError` for unknown names, malformed or unknown parameters."""
+    if spec.profile not in PROFILES:
+        raise UserError(f"unknown profile {spec.profile!r}; known profiles: {', '.join(PROFILES)}")
+    aug_classes = [augmenter_class(n) for n in split_method(spec.method)]
+    bb_cls = backbone_class(spec.backbone)
+    ds_name, _, ds_path = spec.dataset.partition(":")
+    ds_cls = dataset_class(ds_name)
+
+    # Parameter tables per component, in resolution order: defaults < profile < user.
+    comps: dict[str, dict[str, Any]] = {}
+    defaults: dict[str, dict[str, Any]] = {}
+    for cls in [*aug_classes, bb_cls, ds_cls]:
+        defaults[cls.name] = cls.param_defaults()
+        comps[cls.name] = {**defaults[cls.name], **cls.profile_params(spec.profile, ds_name)}
+    if ds_path:
+        if "path" not in defaults[ds_cls.name]:
+            raise UserError(f"dataset {ds_name!r} takes no path: use --dataset {ds_name}")
+        comps[ds_cls.name]["path"] = ds_path
+    aliases = {"backbone": bb_cls.name, "dataset": ds_cls.name}
+
+    recipe_fields = {f.name for f in fields(Recipe)}
+    recipe_updates: dict[str, Any] = {}
+
+    for target, key, value in parse_params(spec.params):
+        target = aliases.get(target, target) if target else None
+        if target == "train" or (target is None and key in recipe_fields):
+            if key not in recipe_fields:
+                raise UserError(
+                    f"unknown --param train.{key}; training parameters: "
+                    + ", ".join(sorted(recipe_fields))
+                )
+            recipe_updates[key] = value
+            continue
+        owners = [n for n in comps if (target in (None, n)) and key in defaults[n]]
+        if target is not None and target not in comps:
+            raise UserError(
+                f"--param {target}.{key}: {target!r} is not part of this run; "
+                f"components: {', '.join([*comps, 'train'])}"
+            )
+        if not owners:
+            where = target or " / ".join(comps)
+            takes = {n: sorted(defaults[n]) for n in comps if target in (None, n)}
+            listing = "; ".join(f"{n} takes {', '.join(k) or 'nothing'}" for n, k in takes.items())
+            raise UserError(f"unknown parameter {key!r} for {where}: {listing}")
+        if len(owners) > 1:
+            raise UserError(
+                f"parameter {key!r} is taken by {' and '.join(owners)}: "
+                f"prefix it, e.g. --param {owners[0]}.{key}=..."
+            )
+        comps[owners[0]][key] = _coerce(owners[0], key, value, defaults[owners[0]][key])
+
+    missing = [f"{n}.{k}" for n, p in comps.items() for k, v in p.items() if v is REQUIRED]
+    if missing:
+        raise UserError(f"missing required parameter(s) {', '.join(missing)}: set --param")
+
+    def component(cls: type[Any]) -> Component:
+        return Component(cls.name, str(cls.version), comps[cls.name])
+
+    try:
+        augmenters = [cls(**comps[cls.name]) for cls in aug_classes]
+        backbone = bb_cls(**comps[bb_cls.name])
+        dataset = ds_cls(**comps[ds_cls.name])
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"invalid parameter: {exc}") from None
+    recipe = backbone.recipe(context, ds_name)
+    recipe = replace(recipe, **{k: _coerce("train", k, v, getattr(recipe, k))
+                                for k, v in recipe_updates.items()})
+    models: dict[str, str] = {}
+    for plugin in [*augmenters, backbone]:
+        models.update({f"{plugin.name}.{role}": mid
+                       for role, mid in plugin.models_used(context).items()})
+    config = {
+        "harness": __version__,
+        "method": "+".join(a.name for a in augmenters) or "none",
+        "augmenters": [component(cls).as_dict() for cls in aug_classes],
+        "backbone": component(bb_cls).as_dict(),
+        "dataset": component(ds_cls).as_dict(),
+        "profile": spec.profile,
+        "recipe": recipe.as_dict(),
+        "val_fraction": VAL_FRACTION,
+        "models": models,
+    }
+    return Resolved(spec, augmenters, backbone, dataset, recipe, config)

@@ -1,0 +1,44 @@
+"""What a plugin sees of the run it is part of."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_home() -> Path:
+    """Per-user data directory: ``$SGID_BENCH_HOME`` or ``~/.cache/sgid-bench``."""
+    env = os.environ.get("SGID_BENCH_HOME")
+    return Path(env) if env else Path.home() / ".cache" / "sgid-bench"
+
+
+@dataclass
+class Context:
+    """Run-wide settings shared with plugins.
+
+    ``profile`` is ``quick`` (tiny models, embedded data) or ``paper`` (the paper's
+    models and recipes). ``models_dir`` holds local model copies and the generated tiny
+    presets; ``data_root`` the datasets; ``cache_dir`` the generation cache.
+    """
+
+    profile: str = "quick"
+    device: str = "cpu"
+    dataset: str = ""
+    seed: int = 0
+    home: Path = field(default_factory=default_home)
+    data_root: Path | None = None
+    models_dir: Path | None = None
+    cache_dir: Path | None = None
+    gen_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        self.home = Path(self.home)
+        self.data_root = Path(self.data_root) if self.data_root else self.home / "data"
+        self.models_dir = Path(self.models_dir) if self.models_dir else self.home / "models"
+        self.cache_dir = Path(self.cache_dir) if self.cache_dir else self.home / "cache"
+
+    @property
+    def tiny(self) -> bool:
+        """Whether this profile uses tiny random-weight models (exercise the pipeline only)."""
+        return self.profile != "paper"
