@@ -1,1 +1,180 @@
-"""Placeholder: filled in by its owner."""
+"""The three backbones of the paper: ResNet-50 from scratch, ViT-B/16 (ImageNet-21k) and
+CLIP ViT-B/32 (LAION-2B).
+
+``sgid-bench list`` imports this module, so torch / torchvision / transformers / open_clip
+are imported inside methods only. The ``nn.Module`` wrappers live in
+:mod:`sgid_bench.backbone_modules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import sgid_bench
+from sgid_bench.api import Backbone, FeatureLayer, Recipe
+from sgid_bench.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from sgid_bench.context import Context
+
+#: Datasets the paper trains at their native 32 px (everything else at 224 px).
+SMALL_IMAGE_DATASETS = ("cifar10", "cifar100")
+#: Up to this side a ResNet gets the CIFAR stem (3x3 stride-1 conv, no max-pool): the
+#: ImageNet stem would shrink a 32 px image to 8 px before the first stage.
+CIFAR_STEM_MAX_SIZE = 64
+MODES = ("finetune", "linear_probe")
+
+# The paper's transformer schedule (ViT-B/16 and CLIP ViT-B/32 share it).
+_PAPER_SMALL = Recipe(optimizer="adamw", lr=5e-5, epochs=3, batch_size=64)
+_PAPER_OTHER = Recipe(optimizer="adamw", lr=1e-4, epochs=15, batch_size=64,
+                      lr_grid=(1e-4, 3e-4, 1e-3, 3e-3))
+_QUICK_TRANSFORMER = Recipe(optimizer="adamw", lr=1e-3, epochs=5, batch_size=64)
+
+
+class ResNet50(Backbone):
+    name = "resnet50"
+    description = ("ResNet-50 trained from scratch (torchvision); CIFAR stem for small "
+                   "images. Quick profile: a slim one-block-per-stage torchvision ResNet.")
+
+    def models_used(self, context: Context) -> dict[str, str]:
+        return {"backbone": "tiny/resnet50" if context.tiny else "torchvision/resnet50"}
+
+    def input_size(self, context: Context) -> int:
+        if context.tiny or context.dataset in SMALL_IMAGE_DATASETS:
+            return 32
+        return 224
+
+    def build(self, num_classes: int, context: Context) -> torch.nn.Module:
+        from torch import nn
+        from torchvision.models import resnet50
+        from torchvision.models.resnet import ResNet
+
+        from sgid_bench.backbone_modules import SlimBottleneck
+
+        if context.tiny:
+            # torchvision's ResNet with bottleneck blocks, one per stage, a quarter of the
+            # width and no 4x expansion: ~600 32 px images x 5 epochs train in seconds.
+            model = ResNet(SlimBottleneck, [1, 1, 1, 1], num_classes=num_classes,
+                           width_per_group=16)
+        else:
+            model = resnet50(weights=None, num_classes=num_classes)
+        if self.input_size(context) <= CIFAR_STEM_MAX_SIZE:
+            model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1,
+                                    padding=1, bias=False)
+            nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+            model.maxpool = nn.Identity()
+        return model
+
+    def recipe(self, context: Context, dataset: str) -> Recipe:
+        if context.tiny:
+            return Recipe(optimizer="sgd", lr=0.05, epochs=5, batch_size=64,
+                          weight_decay=5e-4, momentum=0.9)
+        return Recipe(optimizer="sgd", lr=0.1, epochs=300, batch_size=256, weight_decay=5e-4,
+                      momentum=0.9, milestones=(150, 225), gamma=0.1)
+
+    def feature_layer(self, model: torch.nn.Module) -> FeatureLayer:
+        # MoEx acts early: the output of the first stage (NCHW).
+        return FeatureLayer(model.layer1, channel_dim=1)
+
+
+class _Transformer(Backbone):
+    """What ViT and CLIP-ViT share: the ``mode`` parameter and the paper's schedule."""
+
+    def __init__(self, mode: str = "finetune") -> None:
+        if mode not in MODES:
+            raise UserError(f"unknown mode {mode!r} for backbone {self.name!r}; "
+                            f"use --param mode={' or mode='.join(MODES)}")
+        self.mode = mode
+
+    def recipe(self, context: Context, dataset: str) -> Recipe:
+        if context.tiny:
+            return _QUICK_TRANSFORMER
+        return _PAPER_SMALL if dataset in SMALL_IMAGE_DATASETS else _PAPER_OTHER
+
+    def _freeze_for_mode(self, model: Any, head: torch.nn.Module) -> None:
+        if self.mode == "linear_probe":
+            model.requires_grad_(False)
+            head.requires_grad_(True)
+
+    def trainable_parameters(self, model: torch.nn.Module) -> Sequence[torch.nn.Parameter]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+
+class ViT(_Transformer):
+    name = "vit"
+    description = ("ViT-B/16 pre-trained on ImageNet-21k (transformers), fine-tuned or "
+                   "linear-probed (--param mode=linear_probe).")
+    paper_model = "google/vit-base-patch16-224-in21k"
+
+    def models_used(self, context: Context) -> dict[str, str]:
+        return {"backbone": "tiny/vit" if context.tiny else self.paper_model}
+
+    def input_size(self, context: Context) -> int:
+        from sgid_bench.tiny_vision import TINY_IMAGE_SIZE
+
+        return TINY_IMAGE_SIZE if context.tiny else 224
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        # The in21k checkpoint's image processor: mean = std = 0.5.
+        from transformers.image_utils import IMAGENET_STANDARD_MEAN, IMAGENET_STANDARD_STD
+
+        return tuple(IMAGENET_STANDARD_MEAN), tuple(IMAGENET_STANDARD_STD)
+
+    def build(self, num_classes: int, context: Context) -> torch.nn.Module:
+        from sgid_bench.backbone_modules import HFImageClassifier, load_vit_classifier
+        from sgid_bench.models import resolve
+
+        path = resolve(self.models_used(context)["backbone"], context)
+        model = HFImageClassifier(load_vit_classifier(path, num_classes))
+        self._freeze_for_mode(model, model.model.classifier)
+        return model
+
+    def feature_layer(self, model: torch.nn.Module) -> FeatureLayer:
+        # First encoder layer; it returns the N x L x D hidden states.
+        return FeatureLayer(model.model.vit.encoder.layer[0], channel_dim=-1)
+
+
+class CLIPViT(_Transformer):
+    name = "clip_vit"
+    description = ("CLIP ViT-B/32 image tower (OpenCLIP, LAION-2B) with a linear head, "
+                   "fine-tuned or linear-probed (--param mode=linear_probe).")
+    paper_model = "ViT-B-32/laion2b_s34b_b79k"
+
+    def models_used(self, context: Context) -> dict[str, str]:
+        return {"backbone": "tiny/open_clip" if context.tiny else self.paper_model}
+
+    def input_size(self, context: Context) -> int:
+        from sgid_bench.tiny_vision import TINY_IMAGE_SIZE
+
+        return TINY_IMAGE_SIZE if context.tiny else 224
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+        return tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD)
+
+    def build(self, num_classes: int, context: Context) -> torch.nn.Module:
+        from sgid_bench.backbone_modules import ImageTowerClassifier
+        from sgid_bench.openclip import load_open_clip
+
+        clip, _, _ = load_open_clip(self.models_used(context)["backbone"], context,
+                                    device="cpu")
+        # Keep the image tower only: the text tower is not used for classification.
+        model = ImageTowerClassifier(clip.visual, num_classes)
+        model.train()
+        self._freeze_for_mode(model, model.head)
+        return model
+
+    def feature_layer(self, model: torch.nn.Module) -> FeatureLayer:
+        # open_clip's transformer is batch-first: the first resblock outputs N x L x D.
+        return FeatureLayer(model.visual.transformer.resblocks[0], channel_dim=-1)
+
+
+@sgid_bench.hookimpl
+def register_backbones(register: Any) -> None:
+    register(ResNet50)
+    register(ViT)
+    register(CLIPViT)

@@ -23,6 +23,9 @@ PROFILES = ("quick", "paper")
 DEFAULT_DATASET = "shapes"
 #: Fraction of train carved out for validation when a dataset has no official val split.
 VAL_FRACTION = 0.1
+#: Seed of generated (expand-stage) images: fixed, so every training seed trains on the
+#: same generated images and the cache is shared across seeds and backbones.
+GEN_SEED = 0
 
 
 @dataclass
@@ -205,6 +208,7 @@ def resolve(spec: RunSpec, context: Context) -> Resolved:
         "profile": spec.profile,
         "recipe": recipe.as_dict(),
         "val_fraction": VAL_FRACTION,
+        "gen_seed": GEN_SEED,
         "models": models,
     }
     return Resolved(spec, augmenters, backbone, dataset, recipe, config)

@@ -1,0 +1,429 @@
+"""The leaderboard model: stored runs -> one table per backbone, with its statistics.
+
+A *cell* is one (backbone, method, dataset, config hash): runs of different configs
+(params, models, profile, harness or plugin versions) never average together. Cells of one
+method line up into *rows* across datasets; when a dataset holds several configs of the
+same method, the config leaves that tell them apart become the row's ``variant`` label
+(``strength=0.3``), so each variant gets its own row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sgid_bench.config import canonical_json
+from sgid_bench.leaderboard import stats
+from sgid_bench.leaderboard.groups import GROUP_ORDER, is_sgid_family, method_group
+from sgid_bench.leaderboard.reference import (
+    AVERAGE,
+    PAPER_DATASETS,
+    PAPER_METHODS,
+    Reference,
+    RefValue,
+    filter_reference,
+    load_reference,
+)
+from sgid_bench.store import Run, Store
+
+PAPER_BACKBONES = ("resnet50", "vit", "clip_vit")
+MEASURED, REFERENCE = "measured", "reference"
+
+
+@dataclass
+class Cell:
+    """The runs of one config on one dataset: ``{seed: top-1 %}``."""
+
+    dataset: str
+    config_hash: str
+    config: dict[str, Any]
+    values: dict[int, float] = field(default_factory=dict)
+    vs_none: stats.Comparison | None = None
+    vs_best: stats.Comparison | None = None
+    best_baseline: str = ""
+    no_baseline: bool = False
+    place: int = 0  # 1 best of its column, 2 second
+    delta: float | None = None  # mean - reference
+    split: bool = False  # its (method, dataset) has several configs in this table
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(list(self.values.values())))
+
+    @property
+    def std(self) -> float | None:
+        return float(np.std(list(self.values.values()), ddof=1)) if self.n >= 2 else None
+
+    def ci(self, alpha: float) -> tuple[float, float] | None:
+        return stats.mean_ci(list(self.values.values()), alpha)
+
+    @property
+    def short_hash(self) -> str:
+        return self.config_hash[:7]
+
+    def comparisons(self) -> list[stats.Comparison]:
+        return [c for c in (self.vs_none, self.vs_best) if c is not None]
+
+
+@dataclass
+class Average:
+    """A row's average over the table's measured datasets (std over per-seed averages of
+    the seeds every cell has)."""
+
+    mean: float
+    std: float | None
+    n: int
+    place: int = 0
+    delta: float | None = None
+
+
+@dataclass
+class Row:
+    method: str
+    group: str
+    profile: str
+    tiny: bool
+    variant: str = ""
+    kind: str = MEASURED
+    cells: dict[str, Cell] = field(default_factory=dict)
+    reference: dict[str, RefValue] = field(default_factory=dict)
+    average: Average | None = None
+    rank: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.method
+
+    @property
+    def config_label(self) -> str:
+        if self.kind == REFERENCE:
+            return "paper Table 1"
+        parts = [self.profile, "tiny models" if self.tiny else "", self.variant]
+        return " · ".join(p for p in parts if p)
+
+    @property
+    def name(self) -> str:
+        """Method plus what tells this row apart from its siblings."""
+        extra = f" [{self.config_label}]" if self.kind == MEASURED else " (paper)"
+        return self.method + extra
+
+
+@dataclass
+class Table:
+    backbone: str
+    datasets: list[str]
+    rows: list[Row]
+    alpha: float
+    ranking: stats.Ranking | None = None
+    ranked: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def measured(self) -> list[Row]:
+        return [r for r in self.rows if r.kind == MEASURED]
+
+    @property
+    def measured_datasets(self) -> list[str]:
+        return [d for d in self.datasets if any(d in r.cells for r in self.measured)]
+
+    def comparisons(self) -> list[stats.Comparison]:
+        return [c for r in self.measured for cell in r.cells.values() for c in cell.comparisons()]
+
+    def seed_counts(self) -> list[int]:
+        return sorted({c.n for r in self.measured for c in r.cells.values()})
+
+    @property
+    def has_average(self) -> bool:
+        return any(r.average or AVERAGE in r.reference for r in self.rows)
+
+
+@dataclass
+class Leaderboard:
+    tables: list[Table]
+    alpha: float
+    reference: str | None = None
+
+
+def build(
+    store: Store,
+    *,
+    backbones: Sequence[str] = (),
+    datasets: Sequence[str] = (),
+    methods: Sequence[str] = (),
+    profiles: Sequence[str] = (),
+    alpha: float = 0.05,
+    reference: str | None = None,
+) -> Leaderboard:
+    """The leaderboard of the finished runs in ``store`` that pass the filters (an empty
+    filter keeps everything), with reference rows from ``reference`` (``paper``) when
+    asked: those pass the same backbone / method / dataset filters."""
+    runs = [r for r in store.runs(
+        status="done", backbone=list(backbones) or None, dataset=list(datasets) or None,
+        method=list(methods) or None, profile=list(profiles) or None,
+    ) if r.top1 is not None]
+    ref: Reference = {}
+    if reference:
+        ref = filter_reference(load_reference(reference), tuple(backbones), tuple(methods),
+                               tuple(datasets))
+    by_backbone: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_backbone[run.backbone].append(run)
+    names = set(by_backbone) | {b for b, _, _ in ref}
+    tables = [build_table(b, by_backbone.get(b, []), alpha, ref)
+              for b in sorted(names, key=_order_key(PAPER_BACKBONES))]
+    return Leaderboard(tables, alpha, reference)
+
+
+def build_table(backbone: str, runs: Iterable[Run], alpha: float, ref: Reference) -> Table:
+    """One backbone's table: rows, comparisons (Holm over the table), places, averages,
+    ranks, and the reference rows and differences."""
+    rows = _measured_rows(runs)
+    ref_rows = _reference_rows(backbone, ref)
+    columns = {d for r in rows for d in r.cells} | {d for r in ref_rows for d in r.reference}
+    columns.discard(AVERAGE)
+    table = Table(backbone, sorted(columns, key=_order_key(PAPER_DATASETS)), [], alpha)
+    table.rows = _interleave(rows, ref_rows)
+    _compare(table)
+    stats.apply_holm(table.comparisons())
+    _averages(table)
+    _places(table)
+    _rank(table)
+    _deltas(table)
+    if any(r.tiny for r in table.measured):
+        table.notes.append("tiny models: random-weight stand-ins of the real architectures; "
+                           "their accuracies check the pipeline, not the methods")
+    return table
+
+
+# -- rows -------------------------------------------------------------------------------
+
+def _measured_rows(runs: Iterable[Run]) -> list[Row]:
+    cells: dict[str, Cell] = {}
+    meta: dict[str, tuple[str, str, bool]] = {}
+    for run in runs:
+        cell = cells.setdefault(run.config_hash, Cell(run.dataset, run.config_hash,
+                                                      run.config or {}))
+        cell.values[run.seed] = float(run.top1)  # type: ignore[arg-type]
+        meta[run.config_hash] = (run.method, run.profile, bool(run.tiny_models))
+    families: dict[tuple[str, str, bool], list[Cell]] = defaultdict(list)
+    for h, cell in cells.items():
+        families[meta[h]].append(cell)
+    rows: dict[tuple[str, str, bool, str], Row] = {}
+    for (method, profile, tiny), members in families.items():
+        labels = variant_labels(members)
+        for cell in members:
+            key = (method, profile, tiny, labels[cell.config_hash])
+            row = rows.setdefault(key, Row(method, method_group(method), profile, tiny,
+                                           labels[cell.config_hash]))
+            row.cells[cell.dataset] = cell
+            cell.split = len(labels) > 1 and sum(c.dataset == cell.dataset
+                                                 for c in members) > 1
+    return list(rows.values())
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(obj, dict):
+        out: dict[str, str] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
+        return _flatten(dict(enumerate(obj)), prefix)
+    return {prefix[:-1]: json.dumps(obj, sort_keys=True, default=str)}
+
+
+def _short_key(path: str) -> str:
+    # "augmenters.0.params.strength" -> "strength"; "recipe.lr" -> "recipe.lr".
+    parts = [p for p in path.split(".") if not p.isdigit() and p not in ("params", "augmenters")]
+    return ".".join(parts) or path
+
+
+def variant_labels(cells: Sequence[Cell], limit: int = 40) -> dict[str, str]:
+    """``{config hash: label}`` naming the config leaves that differ between configs of
+    the same dataset (leaves that only differ across datasets, such as the dataset itself
+    or per-dataset profile settings, do not split a row). Empty when nothing splits."""
+    leaves = {c.config_hash: _flatten(c.config) for c in cells}
+    split_keys: set[str] = set()
+    by_dataset: dict[str, list[str]] = defaultdict(list)
+    for c in cells:
+        by_dataset[c.dataset].append(c.config_hash)
+    for hashes in by_dataset.values():
+        keys = set().union(*(leaves[h] for h in hashes))
+        split_keys |= {k for k in keys if len({leaves[h].get(k) for h in hashes}) > 1}
+    out = {}
+    for h in leaves:
+        label = ", ".join(f"{_short_key(k)}={leaves[h].get(k, 'unset')}"
+                          for k in sorted(split_keys))
+        if len(label) > limit:
+            # Too long to read in a table: a stable digest; --details lists the leaves.
+            label = "#" + _digest(label)
+        out[h] = label
+    return out
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:7]
+
+
+def _reference_rows(backbone: str, ref: Reference) -> list[Row]:
+    rows: dict[str, Row] = {}
+    for (b, method, dataset), value in ref.items():
+        if b == backbone:
+            row = rows.setdefault(method, Row(method, method_group(method), "paper", False,
+                                              kind=REFERENCE))
+            row.reference[dataset] = value
+    return list(rows.values())
+
+
+def _row_key(row: Row) -> tuple[Any, ...]:
+    group = GROUP_ORDER.index(row.group) if row.group in GROUP_ORDER else len(GROUP_ORDER)
+    method = PAPER_METHODS.index(row.method) if row.method in PAPER_METHODS else 99
+    return (group, row.group, method, row.method, row.kind == REFERENCE, row.profile,
+            row.tiny, row.variant)
+
+
+def _interleave(measured: list[Row], reference: list[Row]) -> list[Row]:
+    # Sorting puts each method's paper row right after its measured rows.
+    return sorted([*measured, *reference], key=_row_key)
+
+
+def _order_key(known: Sequence[str]) -> Any:
+    return lambda name: (known.index(name) if name in known else len(known), name)
+
+
+# -- comparisons ------------------------------------------------------------------------
+
+def base_signature(config: dict[str, Any]) -> str:
+    """What a method's cell and its plain-backbone cell must share to be compared: harness,
+    backbone, dataset, profile, recipe and the backbone's models (not the augmenters)."""
+    name = (config.get("backbone") or {}).get("name", "")
+    models = {k: v for k, v in (config.get("models") or {}).items()
+              if k.startswith(f"{name}.")}
+    keep = ("harness", "backbone", "dataset", "profile", "recipe", "val_fraction")
+    return canonical_json({**{k: config.get(k) for k in keep}, "models": models})
+
+
+def _candidates(table: Table, row: Row, cell: Cell) -> list[tuple[Row, Cell]]:
+    sig = base_signature(cell.config)
+    return [(r, r.cells[cell.dataset]) for r in table.measured
+            if r is not row and r.profile == row.profile and r.tiny == row.tiny
+            and cell.dataset in r.cells and base_signature(r.cells[cell.dataset].config) == sig]
+
+
+def _compare(table: Table) -> None:
+    for row in table.measured:
+        if row.method == "none":
+            continue
+        for cell in row.cells.values():
+            peers = _candidates(table, row, cell)
+            nones = [c for r, c in peers if r.method == "none"]
+            if nones:
+                base = max(nones, key=lambda c: (len(set(c.values) & set(cell.values)), c.n))
+                cell.vs_none = stats.compare(cell.values, base.values, table.alpha)
+            else:
+                cell.no_baseline = True
+            if is_sgid_family(row.method):
+                rivals = [(r, c) for r, c in peers
+                          if r.method != "none" and not is_sgid_family(r.method)]
+                if rivals:
+                    best_row, best = max(rivals, key=lambda rc: rc[1].mean)
+                    cell.vs_best = stats.compare(cell.values, best.values, table.alpha)
+                    cell.best_baseline = best_row.method
+
+
+def _coverage(table: Table) -> dict[tuple[str, bool], list[str]]:
+    """Datasets measured per (profile, tiny) class: averages and ranks only compare rows
+    over the same datasets."""
+    seen: dict[tuple[str, bool], set[str]] = defaultdict(set)
+    for row in table.measured:
+        seen[(row.profile, row.tiny)] |= set(row.cells)
+    return {k: [d for d in table.datasets if d in v] for k, v in seen.items()}
+
+
+def _averages(table: Table) -> None:
+    coverage = _coverage(table)
+    for row in table.measured:
+        columns = coverage[(row.profile, row.tiny)]
+        if any(d not in row.cells for d in columns):
+            continue
+        cells = [row.cells[d] for d in columns]
+        common = sorted(set.intersection(*(set(c.values) for c in cells)))
+        per_seed = [float(np.mean([c.values[s] for c in cells])) for s in common]
+        std = float(np.std(per_seed, ddof=1)) if len(per_seed) >= 2 else None
+        row.average = Average(float(np.mean([c.mean for c in cells])), std, len(common))
+
+
+def _mark_places(items: list[tuple[float, Any]]) -> None:
+    # Places by the displayed (2-decimal) value, so equal-looking numbers share a place.
+    shown = sorted({round(v, 2) for v, _ in items}, reverse=True)
+    for value, obj in items:
+        place = shown.index(round(value, 2)) + 1
+        obj.place = place if place <= 2 else 0
+
+
+def _places(table: Table) -> None:
+    for d in table.measured_datasets:
+        _mark_places([(r.cells[d].mean, r.cells[d]) for r in table.measured if d in r.cells])
+    for key in _coverage(table):
+        _mark_places([(r.average.mean, r.average) for r in table.measured
+                      if r.average and (r.profile, r.tiny) == key])
+
+
+def _rank(table: Table) -> None:
+    # Rank the (profile, tiny) class with the most rows complete over its datasets.
+    options = []
+    for (profile, tiny), columns in _coverage(table).items():
+        rows = [r for r in table.measured if (r.profile, r.tiny) == (profile, tiny)
+                and all(d in r.cells for d in columns)]
+        options.append((len(rows), len(columns), profile, tiny, rows, columns))
+    if not options:
+        return
+    n_rows, _, profile, tiny, rows, columns = max(options, key=lambda o: o[:2])
+    if n_rows < 2:
+        return
+    scores = np.array([[r.cells[d].mean for d in columns] for r in rows])
+    names = [r.method + (f" [{r.variant}]" if r.variant else "") for r in rows]
+    table.ranking = stats.rank(scores, names, table.alpha)
+    table.ranked = rows
+    for row, avg in zip(rows, table.ranking.avg_ranks, strict=True):
+        row.rank = avg
+    left_out = len(table.measured) - len(rows)
+    if left_out:
+        what = f"{profile} profile" + (", tiny models" if tiny else "")
+        table.ranking.notes.append(
+            f"ranks cover the {what} rows with a result on {', '.join(columns)}; "
+            f"{left_out} other row(s) are left out")
+
+
+def _deltas(table: Table) -> None:
+    refs = {r.method: r.reference for r in table.rows if r.kind == REFERENCE}
+    coverage = _coverage(table)
+    for row in table.measured:
+        ref = refs.get(row.method)
+        # Only real-model paper-profile runs are comparable with the published numbers.
+        if not ref or row.profile != "paper" or row.tiny:
+            continue
+        for d, cell in row.cells.items():
+            if d in ref:
+                cell.delta = cell.mean - ref[d].accuracy
+        if row.average and AVERAGE in ref and \
+                set(coverage[(row.profile, row.tiny)]) == set(PAPER_DATASETS):
+            row.average.delta = row.average.mean - ref[AVERAGE].accuracy
+
+
+def fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    """A number for display; an em dash for missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"

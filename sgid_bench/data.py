@@ -1,0 +1,189 @@
+"""From a dataset plugin to DataLoaders: validation split, expand (generation) stages,
+resizing, uint8 tensors held in memory for small datasets, per-sample transform stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sgid_bench.api import Augmenter
+from sgid_bench.errors import UserError
+from sgid_bench.rng import derive_seed, fork_seeded, generator
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from sgid_bench.config import Resolved
+    from sgid_bench.context import Context
+    from sgid_bench.store import Store
+
+#: The validation split is carved with this fixed seed, so every training seed sees the
+#: same train images (and shares their generated augmentations).
+SPLIT_SEED = 0
+#: Datasets up to this many bytes as uint8 tensors are decoded once and held in memory.
+IN_MEMORY_BYTES = 2 * 1024**3
+
+Sample = tuple["Image.Image", int]
+
+
+@dataclass
+class Splits:
+    """The three splits of a run; ``generated`` are the expand stages' new train images."""
+
+    train: Sequence[Sample]
+    val: Sequence[Sample]
+    test: Sequence[Sample]
+    generated: list[Sample]
+    class_names: list[str]
+
+
+def stratified_split(samples: Sequence[Sample], fraction: float, seed: int
+                     ) -> tuple[list[int], list[int]]:
+    """Indices (keep, held_out): ``fraction`` of each class held out, seeded."""
+    import torch
+
+    by_class: dict[int, list[int]] = {}
+    for i in range(len(samples)):
+        by_class.setdefault(int(samples[i][1]), []).append(i)
+    gen = torch.Generator().manual_seed(seed)
+    keep, held = [], []
+    for label in sorted(by_class):
+        idx = by_class[label]
+        order = torch.randperm(len(idx), generator=gen).tolist()
+        n_held = round(len(idx) * fraction) if len(idx) > 1 else 0
+        held += [idx[j] for j in order[:n_held]]
+        keep += [idx[j] for j in order[n_held:]]
+    return sorted(keep), sorted(held)
+
+
+class Subset(Sequence):  # type: ignore[type-arg]
+    """A read-only view of some indices of a sample sequence (no copying of images)."""
+
+    def __init__(self, samples: Sequence[Sample], indices: list[int]) -> None:
+        self.samples, self.indices = samples, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.samples[self.indices[i]]
+
+
+def load_splits(resolved: Resolved, context: Context, store: Store | None) -> Splits:
+    """Load train/val/test, carve validation if needed, run the expand stages."""
+    dataset = resolved.dataset
+    dataset.setup(context)
+    train = dataset.load("train")
+    test = dataset.load("test")
+    names = list(train.class_names or dataset.class_names())
+    if len(train) == 0 or len(test) == 0:
+        raise UserError(f"dataset {resolved.spec.dataset!r} is empty (train {len(train)}, "
+                        f"test {len(test)} images): check its files")
+    val: Sequence[Sample]
+    if "val" in dataset.splits:
+        val = dataset.load("val").samples
+        train_samples: Sequence[Sample] = train.samples
+    else:
+        keep, held = stratified_split(train.samples, resolved.config["val_fraction"], SPLIT_SEED)
+        train_samples, val = Subset(train.samples, keep), Subset(train.samples, held)
+    generated = expand_chain(resolved, train_samples, names, context, store)
+    return Splits(train_samples, val, test.samples, generated, names)
+
+
+def expand_chain(resolved: Resolved, samples: Sequence[Sample], class_names: list[str],
+                 context: Context, store: Store | None) -> list[Sample]:
+    """Apply the expand stages in order, each on the previous one's images
+    (``text2img+sgid``: SGID on Text2Img's images); returns the last stage's images."""
+    expanders = [a for a in resolved.augmenters if "expand" in a.stages()]
+    if not expanders:
+        return []
+    from sgid_bench.cache import expand_samples
+
+    upstream: list[dict[str, Any]] = []
+    current: Sequence[Sample] = samples
+    for aug, comp in zip(resolved.augmenters, resolved.config["augmenters"], strict=True):
+        if aug not in expanders:
+            continue
+        aug.setup(context)
+        upstream.append({**comp, "models": aug.models_used(context)})
+        key = {"chain": list(upstream), "dataset": resolved.config["dataset"],
+               "val_fraction": resolved.config["val_fraction"], "split_seed": SPLIT_SEED}
+        current = expand_samples(aug, current, class_names, key=key,
+                                 seed=resolved.config["gen_seed"], context=context, store=store)
+    return list(current)
+
+
+class ImageSet:
+    """A torch-style dataset of (uint8 CHW tensor, label) at a fixed size, with the base
+    training augmentation and the transform stages applied per sample and epoch."""
+
+    def __init__(self, samples: Sequence[Sample], size: int, train: bool,
+                 transforms: Sequence[Augmenter] = (), seed: int = 0) -> None:
+        self.samples, self.size, self.train = samples, size, train
+        self.transforms, self.seed, self.epoch = list(transforms), seed, 0
+        self._cache: Any = None
+        if len(samples) * 3 * size * size <= IN_MEMORY_BYTES:
+            import torch
+
+            self._cache = torch.stack([self._decode(i) for i in range(len(samples))])
+            self.labels = torch.tensor([int(samples[i][1]) for i in range(len(samples))])
+
+    def _decode(self, i: int) -> torch.Tensor:
+        from torchvision.transforms import v2
+
+        image = self.samples[i][0].convert("RGB")
+        if image.size != (self.size, self.size):
+            image = v2.functional.resize(image, [self.size, self.size])
+        return v2.functional.pil_to_tensor(image)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self._cache[i] if self._cache is not None else self._decode(i)
+        label = int(self.labels[i]) if self._cache is not None else int(self.samples[i][1])
+        if not self.train:
+            return image, label
+        gen = generator(self.seed, self.epoch, i)
+        with fork_seeded(gen):
+            image = base_augmentation(self.size)(image)
+        for aug in self.transforms:
+            image = aug.transform(image, gen)  # type: ignore[attr-defined]
+        return image, label
+
+
+def base_augmentation(size: int) -> Any:
+    """The paper's standard training augmentation, for every method: random crop with
+    4-pixel padding at CIFAR size, random resized crop otherwise; horizontal flip."""
+    from torchvision.transforms import v2
+
+    crop = v2.RandomCrop(size, padding=4) if size <= 64 else v2.RandomResizedCrop(size)
+    return v2.Compose([crop, v2.RandomHorizontalFlip()])
+
+
+def loaders(splits: Splits, resolved: Resolved, size: int, seed: int, context: Context
+            ) -> tuple[Any, Any, Any]:
+    """DataLoaders for train (originals + generated), val and test."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    transforms = [a for a in resolved.augmenters if "transform" in a.stages()]
+    train_set = ImageSet([*splits.train, *splits.generated], size, True, transforms, seed)
+    cuda = context.device.startswith("cuda")
+    # Workers only pay off when decoding from disk or feeding a GPU; tiny in-memory sets
+    # are faster in-process.
+    workers = min(4, torch.get_num_threads()) if cuda or train_set._cache is None else 0
+    common: dict[str, Any] = {"num_workers": workers, "pin_memory": cuda}
+    batch = resolved.recipe.batch_size
+    train = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=len(train_set) > batch,
+                       generator=torch.Generator().manual_seed(derive_seed(seed, "shuffle")),
+                       **common)
+    val = DataLoader(ImageSet(splits.val, size, False), batch_size=batch, **common)
+    test = DataLoader(ImageSet(splits.test, size, False), batch_size=batch, **common)
+    return train, val, test
+

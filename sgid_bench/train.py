@@ -1,0 +1,230 @@
+"""The training and evaluation loop: soft-target cross-entropy, mix and features stages,
+model selection on validation (never on test), lr grid search on validation."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from sgid_bench.api import Augmenter, Backbone, Recipe
+from sgid_bench.rng import generator
+
+if TYPE_CHECKING:
+    import torch
+
+#: progress(kind, done, total) with kind "epoch" or "batch".
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Evaluation:
+    top1: float  # percent
+    top5: float  # percent
+    loss: float
+    per_class: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    model: Any
+    lr: float
+    best_epoch: int
+    val: Evaluation
+    images_per_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class FeatureHook:
+    """Runs the ``features`` stages on a backbone layer's output during training.
+
+    Targets travel through the hook because a features stage (MoEx) mixes labels."""
+
+    def __init__(self, backbone: Backbone, model: Any, stages: Sequence[Augmenter]) -> None:
+        self.stages, self.targets, self.gen = list(stages), None, None
+        self.layer = backbone.feature_layer(model) if stages else None
+        if stages and self.layer is None:
+            raise ValueError(f"backbone {backbone.name!r} exposes no feature layer for "
+                             f"{', '.join(s.name for s in stages)}")
+        self.handle = self.layer.module.register_forward_hook(self) if self.layer else None
+
+    def __call__(self, module: Any, args: Any, output: Any) -> Any:
+        if not module.training or self.targets is None:
+            return None
+        first = output[0] if isinstance(output, tuple) else output
+        channels_last = self.layer is not None and self.layer.channel_dim in (-1, first.dim() - 1)
+        feats = first.transpose(1, -1) if channels_last else first
+        for stage in self.stages:
+            feats, self.targets = stage.features(feats, self.targets, self.gen)  # type: ignore[attr-defined]
+        feats = feats.transpose(1, -1) if channels_last else feats
+        return (feats, *output[1:]) if isinstance(output, tuple) else feats
+
+    def remove(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return -(targets * torch.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def make_optimizer(recipe: Recipe, params: Sequence[Any]) -> Any:
+    import torch
+
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use sgd or adamw")
+
+
+class Trainer:
+    """Trains one model on prepared loaders."""
+
+    def __init__(self, backbone: Backbone, build: Callable[[], Any], recipe: Recipe,
+                 augmenters: Sequence[Augmenter], device: str, seed: int,
+                 normalize: Any, num_classes: int, progress: Progress | None = None,
+                 micro_batch: int | None = None) -> None:
+        self.backbone, self.build, self.recipe = backbone, build, recipe
+        self.mixers = [a for a in augmenters if "mix" in a.stages()]
+        self.featurers = [a for a in augmenters if "features" in a.stages()]
+        self.device, self.seed, self.normalize = device, seed, normalize
+        self.num_classes, self.progress = num_classes, progress
+        self.micro_batch = micro_batch
+
+    def fit(self, train: Any, val: Any) -> FitResult:
+        """Train with the recipe's lr, or each lr of ``lr_grid``, keeping the best model by
+        validation top-1."""
+        grid = self.recipe.lr_grid or (self.recipe.lr,)
+        best: FitResult | None = None
+        for lr in grid:
+            result = self.fit_one(train, val, replace(self.recipe, lr=lr))
+            if best is None or result.val.top1 > best.val.top1:
+                best = result
+        assert best is not None
+        return best
+
+    def fit_one(self, train: Any, val: Any, recipe: Recipe) -> FitResult:
+        import torch
+
+        from sgid_bench.rng import seed_everything
+
+        seed_everything(self.seed)  # same seed -> same initial weights
+        model = self.build().to(self.device)
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            model = model.to(memory_format=torch.channels_last)
+        opt = make_optimizer(recipe, self.backbone.trainable_parameters(model))
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(recipe.milestones), recipe.gamma)
+        hook = FeatureHook(self.backbone, model, self.featurers)
+        best_state, best_eval, best_epoch, history = None, None, -1, []
+        seen, seconds = 0, 0.0
+        try:
+            for epoch in range(recipe.epochs):
+                train.dataset.epoch = epoch
+                start = time.perf_counter()
+                loss, n = self._epoch(model, train, opt, hook, epoch)
+                seconds += time.perf_counter() - start
+                seen += n
+                sched.step()
+                ev = evaluate(model, val, self.normalize, self.device, self.num_classes)
+                history.append({"epoch": epoch, "train_loss": loss, "val_top1": ev.top1})
+                if best_eval is None or ev.top1 > best_eval.top1:
+                    best_eval, best_epoch = ev, epoch
+                    best_state = copy.deepcopy(model.state_dict())
+                if self.progress:
+                    self.progress("epoch", epoch + 1, recipe.epochs)
+        finally:
+            hook.remove()
+        assert best_eval is not None, "recipe.epochs must be >= 1"
+        assert best_state is not None
+        model.load_state_dict(best_state)
+        return FitResult(model, recipe.lr, best_epoch, best_eval,
+                         seen / seconds if seconds else 0.0, history)
+
+    def _epoch(self, model: Any, loader: Any, opt: Any, hook: FeatureHook, epoch: int
+               ) -> tuple[float, int]:
+        import torch
+
+        model.train()
+        total, count = 0.0, 0
+        cuda = self.device.startswith("cuda")
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+        for step, (images, labels) in enumerate(loader):
+            gen = generator(self.seed, "batch", epoch, step)
+            x = self.normalize(images.to(self.device, non_blocking=True))
+            t = torch.nn.functional.one_hot(labels, self.num_classes).float().to(self.device)
+            for mixer in self.mixers:
+                x, t = mixer.mix(x, t, gen)  # type: ignore[attr-defined]
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            chunks = self._chunks(x.shape[0])
+            for sl in chunks:
+                hook.targets, hook.gen = t[sl], gen
+                with amp:
+                    logits = model(x[sl])
+                loss = soft_cross_entropy(logits, hook.targets) * (sl.stop - sl.start) / len(x)
+                loss.backward()
+                total += float(loss.detach()) * len(x)
+            hook.targets = None
+            opt.step()
+            count += len(x)
+            if self.progress:
+                self.progress("batch", step + 1, len(loader))
+        return total / max(count, 1), count
+
+    def _chunks(self, n: int) -> list[slice]:
+        # Gradient accumulation: micro-batches when the recipe's batch does not fit.
+        size = self.micro_batch or n
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def evaluate(model: Any, loader: Any, normalize: Any, device: str, num_classes: int,
+             class_names: Sequence[str] | None = None) -> Evaluation:
+    """Top-1 / top-5 accuracy (percent), mean loss and per-class accuracy."""
+    import torch
+
+    model.eval()
+    correct1 = correct5 = 0
+    loss_sum, n = 0.0, 0
+    hits = torch.zeros(num_classes)
+    counts = torch.zeros(num_classes)
+    with torch.no_grad():
+        for images, labels in loader:
+            x = normalize(images.to(device))
+            logits = model(x).float().cpu()
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            k = min(5, num_classes)
+            topk = logits.topk(k, dim=1).indices
+            ok1 = topk[:, 0] == labels
+            correct1 += int(ok1.sum())
+            correct5 += int((topk == labels[:, None]).any(dim=1).sum())
+            hits.index_add_(0, labels, ok1.float())
+            counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float))
+            n += len(labels)
+    names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+    per_class = {names[c]: round(100.0 * float(hits[c] / counts[c]), 4)
+                 for c in range(num_classes) if counts[c] > 0}
+    return Evaluation(100.0 * correct1 / max(n, 1), 100.0 * correct5 / max(n, 1),
+                      loss_sum / max(n, 1), per_class)
+
+
+def normalizer(backbone: Backbone, device: str) -> Callable[[Any], Any]:
+    """uint8 NCHW -> float, scaled to [0, 1] and normalised with the backbone's mean/std."""
+    import torch
+
+    mean_, std_ = backbone.normalization()
+    mean = torch.tensor(mean_, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(std_, device=device).view(1, -1, 1, 1)
+
+    def normalize(images: Any) -> Any:
+        return (images.float() / 255.0 - mean) / std
+
+    return normalize
