@@ -18,7 +18,7 @@ import numpy as np
 
 from sgid_bench.leaderboard import stats
 from sgid_bench.leaderboard.grid import GAIN_NONE, LOSS
-from sgid_bench.leaderboard.table import Leaderboard, Table
+from sgid_bench.leaderboard.table import Leaderboard, Table, dataset_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,7 +50,7 @@ def accuracy_figure(table: Table) -> Figure | None:
             high.append(ci[1] - cell.mean if ci and cell else 0.0)
         ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=[low, high],
                capsize=2, label=row.name)
-    ax.set_xticks(x, datasets)
+    ax.set_xticks(x, [dataset_label(d) for d in datasets])
     ax.set_ylabel("top-1 accuracy (%)")
     level = f"{100 * (1 - table.alpha):g}%"
     ax.set_title(f"{table.backbone}: mean over seeds, {level} CI")
@@ -72,7 +72,10 @@ def gain_figure(table: Table) -> Figure | None:
             comp = row.cells[d].vs_none if d in row.cells else None
             gains[i, j] = comp.diff if comp else np.nan
     bound = float(np.nanmax(np.abs(gains))) or 1.0
-    fig = _figure(1.8 + 1.3 * len(datasets), 1.2 + 0.45 * len(rows))
+    # Room for the row names (about 0.08 inch a character at small size) and the colour bar.
+    names = [r.name for r in rows]
+    label_width = 0.08 * max(len(n) for n in names)
+    fig = _figure(2.4 + label_width + 1.3 * len(datasets), 1.6 + 0.45 * len(rows))
     ax = fig.add_subplot()
     image = ax.imshow(gains, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     for i, row in enumerate(rows):
@@ -83,8 +86,8 @@ def gain_figure(table: Table) -> Figure | None:
                     table.alpha) else ""
                 ax.text(j, i, f"{comp.diff:+.2f}{mark}", ha="center", va="center",
                         fontsize="small")
-    ax.set_xticks(range(len(datasets)), datasets)
-    ax.set_yticks(range(len(rows)), [r.name for r in rows])
+    ax.set_xticks(range(len(datasets)), [dataset_label(d) for d in datasets])
+    ax.set_yticks(range(len(rows)), names, fontsize="small")
     ax.set_title(f"{table.backbone}: gain over the plain backbone (pp)\n"
                  f"{GAIN_NONE} / {LOSS}: Holm-adjusted p < {table.alpha:g}", fontsize="small")
     fig.colorbar(image, ax=ax, label="gain (pp)")

@@ -14,6 +14,7 @@ from sgid_bench.leaderboard.table import (
     Cell,
     Row,
     Table,
+    dataset_label,
     fmt,
 )
 
@@ -111,7 +112,7 @@ def _ref_text(row: Row, dataset: str) -> Text:
 
 def grid(table: Table) -> Grid:
     """The main table of one backbone."""
-    header = ["Group", "Method", "Config", *table.datasets]
+    header = ["Group", "Method", "Config", *map(dataset_label, table.datasets)]
     header += ["Average"] if table.has_average else []
     header += ["Avg rank"] if table.ranking else []
     rows, last_group = [], None
@@ -128,17 +129,22 @@ def grid(table: Table) -> Grid:
 def caption(table: Table) -> str:
     """Names the test, the seeds, alpha, and the rank statistics."""
     seeds = table.seed_counts()
-    n_seeds = (f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}") if seeds else "0"
-    tests = [c for c in table.comparisons() if c.tested]
-    parts = [
-        f"Cells: mean ± std over seeds (n = {n_seeds} seeds per cell). {LEGEND}: two-sided "
-        f"paired t-test over seeds (Welch's t-test where seeds do not pair), Holm-corrected "
-        f"over the {len(tests)} tests of this table, alpha = {table.alpha:g}. Bold best, "
-        "underlined second; dimmed = no significant difference.",
-    ]
+    parts = []
+    if seeds:
+        n_seeds = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+        tests = [c for c in table.comparisons() if c.tested]
+        parts.append(
+            f"Cells: mean ± std over seeds (n = {n_seeds} seeds per cell). {LEGEND}: two-sided "
+            f"paired t-test over seeds (Welch's t-test where seeds do not pair), "
+            f"Holm-corrected over the {len(tests)} tests of this table, alpha = "
+            f"{table.alpha:g}. Bold best, underlined second; dimmed = no significant "
+            "difference.")
+    else:
+        parts.append("No measured runs of this backbone match the filters.")
     if any(r.kind != MEASURED for r in table.rows):
-        parts.append("Italic rows: the paper's Table 1 (Δ = measured − paper, paper-profile "
-                     "runs only).")
+        parts.append("Italic rows: the paper's Table 1, * where the paper marks the gain "
+                     "significant (p < 0.05); Δ = measured − paper, for paper-profile runs "
+                     "with real models only.")
     parts += ranking_lines(table) + table.notes
     return " ".join(sentence(p) for p in parts)
 
@@ -171,7 +177,8 @@ def details_grid(table: Table) -> Grid:
                 if comp is not None:
                     rows.append(_detail_row(row, d, cell, versus, comp, table.alpha))
             if cell.no_baseline and row.method != "none":
-                rows.append([Text(row.method), Text(row.config_label), Text(d), Text("none"),
+                rows.append([Text(row.method), Text(row.config_label), Text(dataset_label(d)),
+                         Text("none"),
                              *[Text("")] * 8, Text("no plain-backbone run with this config")])
     numeric = [False] * 5 + [True] * 6 + [False] * 2
     level = f"{100 * (1 - table.alpha):g}%"
@@ -188,7 +195,7 @@ def _detail_row(row: Row, dataset: str, cell: Cell, versus: str, c: stats.Compar
     ph = f"{c.p_holm:.4g}" if c.p_holm is not None else "—"
     sig = ("yes" if c.significant(alpha) else "no") if c.tested else "—"
     note = "; ".join(x for x in (c.reason or "", c.note, f"#{cell.short_hash}") if x)
-    return [Text(row.method), Text(row.config_label), Text(dataset), Text(versus),
+    return [Text(row.method), Text(row.config_label), Text(dataset_label(dataset)), Text(versus),
             Text(c.test or "—"), Text(str(c.n)), Text(fmt(c.diff, signed=True)), Text(ci),
             Text(effect), Text(p), Text(ph), Text(sig, bold=sig == "yes"), Text(note)]
 

@@ -9,18 +9,17 @@ same method, the config leaves that tell them apart become the row's ``variant``
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 
-from sgid_bench.config import canonical_json
 from sgid_bench.leaderboard import stats
+from sgid_bench.leaderboard.configs import base_signature, variant_labels
 from sgid_bench.leaderboard.groups import GROUP_ORDER, is_sgid_family, method_group
 from sgid_bench.leaderboard.reference import (
     AVERAGE,
@@ -100,10 +99,6 @@ class Row:
     reference: dict[str, RefValue] = field(default_factory=dict)
     average: Average | None = None
     rank: float | None = None
-
-    @property
-    def label(self) -> str:
-        return self.method
 
     @property
     def config_label(self) -> str:
@@ -232,50 +227,6 @@ def _measured_rows(runs: Iterable[Run]) -> list[Row]:
     return list(rows.values())
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, str]:
-    if isinstance(obj, dict):
-        out: dict[str, str] = {}
-        for k, v in obj.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    if isinstance(obj, list) and obj and all(isinstance(v, dict) for v in obj):
-        return _flatten(dict(enumerate(obj)), prefix)
-    return {prefix[:-1]: json.dumps(obj, sort_keys=True, default=str)}
-
-
-def _short_key(path: str) -> str:
-    # "augmenters.0.params.strength" -> "strength"; "recipe.lr" -> "recipe.lr".
-    parts = [p for p in path.split(".") if not p.isdigit() and p not in ("params", "augmenters")]
-    return ".".join(parts) or path
-
-
-def variant_labels(cells: Sequence[Cell], limit: int = 40) -> dict[str, str]:
-    """``{config hash: label}`` naming the config leaves that differ between configs of
-    the same dataset (leaves that only differ across datasets, such as the dataset itself
-    or per-dataset profile settings, do not split a row). Empty when nothing splits."""
-    leaves = {c.config_hash: _flatten(c.config) for c in cells}
-    split_keys: set[str] = set()
-    by_dataset: dict[str, list[str]] = defaultdict(list)
-    for c in cells:
-        by_dataset[c.dataset].append(c.config_hash)
-    for hashes in by_dataset.values():
-        keys = set().union(*(leaves[h] for h in hashes))
-        split_keys |= {k for k in keys if len({leaves[h].get(k) for h in hashes}) > 1}
-    out = {}
-    for h in leaves:
-        label = ", ".join(f"{_short_key(k)}={leaves[h].get(k, 'unset')}"
-                          for k in sorted(split_keys))
-        if len(label) > limit:
-            # Too long to read in a table: a stable digest; --details lists the leaves.
-            label = "#" + _digest(label)
-        out[h] = label
-    return out
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:7]
-
-
 def _reference_rows(backbone: str, ref: Reference) -> list[Row]:
     rows: dict[str, Row] = {}
     for (b, method, dataset), value in ref.items():
@@ -303,16 +254,6 @@ def _order_key(known: Sequence[str]) -> Any:
 
 
 # -- comparisons ------------------------------------------------------------------------
-
-def base_signature(config: dict[str, Any]) -> str:
-    """What a method's cell and its plain-backbone cell must share to be compared: harness,
-    backbone, dataset, profile, recipe and the backbone's models (not the augmenters)."""
-    name = (config.get("backbone") or {}).get("name", "")
-    models = {k: v for k, v in (config.get("models") or {}).items()
-              if k.startswith(f"{name}.")}
-    keep = ("harness", "backbone", "dataset", "profile", "recipe", "val_fraction")
-    return canonical_json({**{k: config.get(k) for k in keep}, "models": models})
-
 
 def _candidates(table: Table, row: Row, cell: Cell) -> list[tuple[Row, Cell]]:
     sig = base_signature(cell.config)
@@ -420,6 +361,13 @@ def _deltas(table: Table) -> None:
         if row.average and AVERAGE in ref and \
                 set(coverage[(row.profile, row.tiny)]) == set(PAPER_DATASETS):
             row.average.delta = row.average.mean - ref[AVERAGE].accuracy
+
+
+def dataset_label(name: str) -> str:
+    """A dataset name short enough for a column header: ``imagefolder:/a/b/pets`` ->
+    ``imagefolder:pets`` (the full name stays in csv and the store)."""
+    prefix, sep, path = name.partition(":")
+    return f"{prefix}:{PurePath(path).name or path}" if sep else name
 
 
 def fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:

@@ -184,5 +184,14 @@ def list_plugins() -> None:
     Console(width=max(120, Console().width)).print(table)
 
 
+def _add_commands() -> None:
+    # Commands that live beside what they drive; each module imports only click at the top.
+    from sgid_bench.leaderboard.command import leaderboard
+
+    main.add_command(leaderboard)
+
+
+_add_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -91,10 +91,13 @@ def collect(pm: pluggy.PluginManager) -> Registry:
 
     Raises :class:`UserError` on a duplicate name, naming both packages."""
     registry = Registry()
+    plugins = pm.get_plugins()
     for kind, hook_name in _HOOKS.items():
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            package = _owner(pm, impl.plugin)
-            impl.function(register=_registrar(registry, kind, package))
+        for plugin in plugins:
+            # One plugin at a time, through pluggy (so tracing sees it), to know the owner.
+            others = [p for p in plugins if p is not plugin]
+            caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
+            caller(register=_registrar(registry, kind, _owner(pm, plugin)))
     return registry
 
 

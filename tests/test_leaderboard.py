@@ -1,0 +1,397 @@
+"""The leaderboard on stores filled with constructed results (and, slow, real runs)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from scipy import stats as sps
+
+from sgid_bench.config import RunSpec, resolve
+from sgid_bench.context import Context
+from sgid_bench.leaderboard.command import leaderboard
+from sgid_bench.leaderboard.grid import cell_text, grid
+from sgid_bench.leaderboard.groups import is_sgid_family, method_group
+from sgid_bench.leaderboard.table import Leaderboard, Table, build
+from sgid_bench.store import Store
+
+PNG = b"\x89PNG\r\n\x1a\n"
+#: Constructed top-1 (%) per method, dataset, seed 0..3. sgid: a large, steady gain;
+#: randaugment on shapes: raw p ~ 0.03 that Holm must lift above 0.05; cutmix: noise.
+DATA = {
+    "none": {"shapes": [60.0, 62.0, 61.0, 63.0], "cifar10": [80.0, 81.0, 79.5, 80.5]},
+    "cutmix": {"shapes": [60.5, 61.5, 61.8, 62.6], "cifar10": [80.4, 80.6, 80.1, 80.2]},
+    "randaugment": {"shapes": [61.0, 63.8, 61.4, 64.4], "cifar10": [80.2, 81.5, 79.0, 81.0]},
+    "sgid": {"shapes": [66.0, 68.1, 67.0, 69.2], "cifar10": [84.0, 85.2, 83.4, 84.6]},
+}
+
+
+def add_run(store: Store, method: str, dataset: str, seed: int, top1: float,
+            params: tuple[str, ...] = (), backbone: str = "resnet50",
+            profile: str = "quick") -> str:
+    """Store a finished run with the config the harness would resolve; its config hash."""
+    spec = RunSpec(method=method, backbone=backbone, dataset=dataset, seed=seed,
+                   profile=profile, params=list(params))
+    resolved = resolve(spec, Context(profile=profile))
+    models = resolved.config["models"]
+    run_id = store.claim(
+        resolved.config_hash, seed, method=resolved.config["method"], backbone=backbone,
+        dataset=dataset, profile=profile, config=resolved.config, models=models,
+        tiny_models=any(m.startswith("tiny/") for m in models.values()), versions={},
+        git_revision=None)
+    assert run_id is not None
+    store.finish(run_id, top1=top1, top5=min(100.0, top1 + 10), loss=1.0)
+    return resolved.config_hash
+
+
+@pytest.fixture
+def store(db_url: str) -> Store:
+    s = Store(db_url)
+    for method, per_dataset in DATA.items():
+        for dataset, values in per_dataset.items():
+            for seed, value in enumerate(values):
+                add_run(s, method, dataset, seed, value)
+    return s
+
+
+def only_table(lb: Leaderboard) -> Table:
+    assert len(lb.tables) == 1
+    return lb.tables[0]
+
+
+def row_of(table: Table, method: str, variant: str = "") -> object:
+    matches = [r for r in table.measured if r.method == method and variant in r.variant]
+    assert len(matches) == 1, [r.name for r in matches]
+    return matches[0]
+
+
+def expected_holm(pvalues: list[float]) -> list[float]:
+    # Written out independently of stats.holm: adj(p_i) = max over p_j <= p_i of
+    # min(1, (m - position of p_j) * p_j).
+    ranked = sorted(pvalues)
+    m = len(pvalues)
+    return [max(min(1.0, (m - k) * q) for k, q in enumerate(ranked) if q <= p)
+            for p in pvalues]
+
+
+def test_gains_are_paired_t_tests_holm_corrected_over_the_table(store: Store) -> None:
+    table = only_table(build(store))
+    comps, expected_raw = [], []
+    for method in ("cutmix", "randaugment", "sgid"):
+        for dataset in ("shapes", "cifar10"):
+            cell = row_of(table, method).cells[dataset]  # type: ignore[attr-defined]
+            comps.append(cell.vs_none)
+            expected_raw.append(sps.ttest_rel(DATA[method][dataset],
+                                              DATA["none"][dataset]).pvalue)
+            if method == "sgid":
+                # The best non-SGID baseline by mean is randaugment on both datasets.
+                assert cell.best_baseline == "randaugment"
+                comps.append(cell.vs_best)
+                expected_raw.append(sps.ttest_rel(DATA["sgid"][dataset],
+                                                  DATA["randaugment"][dataset]).pvalue)
+    assert len(table.comparisons()) == 8
+    assert [c.p for c in comps] == pytest.approx(expected_raw)
+    assert [c.p_holm for c in comps] == pytest.approx(expected_holm(expected_raw))
+
+
+def test_significance_marks_follow_the_holm_adjusted_p(store: Store) -> None:
+    table = only_table(build(store))
+    sgid = row_of(table, "sgid")
+    for dataset in ("shapes", "cifar10"):
+        text = cell_text(sgid.cells[dataset], 0.05)  # type: ignore[attr-defined]
+        assert text.mark == "*†"
+        assert text.bold
+        assert not text.dim
+    ra = row_of(table, "randaugment").cells["shapes"]  # type: ignore[attr-defined]
+    assert ra.vs_none.p < 0.05 < ra.vs_none.p_holm  # significant only before Holm
+    text = cell_text(ra, 0.05)
+    assert text.mark == ""
+    assert text.dim
+    assert text.underline
+    assert cell_text(row_of(table, "none").cells["shapes"], 0.05).mark == ""  # type: ignore[attr-defined]
+
+
+def test_details_grid_lists_raw_and_holm_p_effect_and_ci(store: Store) -> None:
+    from sgid_bench.leaderboard.grid import details_grid
+
+    table = only_table(build(store))
+    g = details_grid(table)
+    assert len(g.rows) == 8
+    ra = row_of(table, "randaugment").cells["shapes"].vs_none  # type: ignore[attr-defined]
+    line = next(r for r in g.rows if r[0].text == "randaugment" and r[2].text == "shapes")
+    assert line[9].text == f"{ra.p:.4g}"
+    assert line[10].text == f"{ra.p_holm:.4g}"
+    assert line[8].text.startswith("d_z")
+    assert line[7].text.startswith("[")
+    assert line[11].text == "no"
+
+
+def test_welch_when_the_seeds_do_not_pair(store: Store) -> None:
+    for seed, value in zip((10, 11, 12), (70.0, 71.5, 70.5), strict=True):
+        add_run(store, "random_erasing", "shapes", seed, value)
+    table = only_table(build(store, datasets=["shapes"]))
+    comp = row_of(table, "random_erasing").cells["shapes"].vs_none  # type: ignore[attr-defined]
+    assert comp.test == "Welch t"
+    ref = sps.ttest_ind([70.0, 71.5, 70.5], DATA["none"]["shapes"], equal_var=False)
+    assert comp.p == pytest.approx(ref.pvalue)
+
+
+def test_too_few_seeds_is_said_in_the_cell(store: Store) -> None:
+    add_run(store, "moex", "shapes", 0, 75.0)
+    table = only_table(build(store, datasets=["shapes"]))
+    cell = row_of(table, "moex").cells["shapes"]  # type: ignore[attr-defined]
+    text = cell_text(cell, 0.05)
+    assert "too few seeds" in text.text
+    assert "(n=1)" in text.text
+    assert text.mark == ""
+    assert cell.vs_none.p is None
+    assert cell.vs_none not in [c for c in table.comparisons() if c.tested]
+
+
+def test_configs_never_average_together(store: Store) -> None:
+    add_run(store, "sgid", "shapes", 0, 50.0, params=("strength=0.3",))
+    add_run(store, "sgid", "shapes", 1, 53.0, params=("strength=0.3",))
+    table = only_table(build(store, datasets=["shapes"]))
+    default = row_of(table, "sgid", "strength=0.5").cells["shapes"]  # type: ignore[attr-defined]
+    low = row_of(table, "sgid", "strength=0.3").cells["shapes"]  # type: ignore[attr-defined]
+    assert default.mean == pytest.approx(sum(DATA["sgid"]["shapes"]) / 4)
+    assert low.mean == pytest.approx(51.5)
+    assert low.n == 2
+    assert default.config_hash != low.config_hash
+    # Split cells show which config they are.
+    assert f"#{low.short_hash}" in cell_text(low, 0.05).text
+
+
+def test_profiles_are_separate_rows_and_filterable(store: Store) -> None:
+    add_run(store, "none", "shapes", 0, 30.0, profile="paper")
+    table = only_table(build(store, datasets=["shapes"]))
+    nones = [r for r in table.measured if r.method == "none"]
+    assert {(r.profile, r.cells["shapes"].mean) for r in nones} == {
+        ("paper", 30.0), ("quick", 61.5)}
+    assert "tiny models" in [r for r in nones if r.profile == "quick"][0].config_label
+    quick = only_table(build(store, profiles=["quick"], datasets=["shapes"]))
+    assert all(r.profile == "quick" for r in quick.measured)
+
+
+def test_average_ranks_and_friedman_over_the_datasets(store: Store) -> None:
+    table = only_table(build(store))
+    assert table.ranking is not None
+    means = {m: [sum(v) / len(v) for v in d.values()] for m, d in DATA.items()}
+    ranks = {r.method: r.rank for r in table.measured}
+    assert ranks["sgid"] == 1.0
+    assert ranks["randaugment"] == 2.0
+    scores = [means[r.method] for r in table.ranked]
+    ref = sps.friedmanchisquare(*scores)
+    assert table.ranking.friedman_p == pytest.approx(ref.pvalue)
+    assert row_of(table, "sgid").average.place == 1  # type: ignore[attr-defined]
+
+
+def test_method_groups() -> None:
+    assert method_group("none") == "backbone"
+    assert method_group("cutmix") == "perturbation"
+    assert method_group("sgid") == "generative"
+    assert method_group("sgid+randaugment") == "combined"
+    assert method_group("not_installed_anywhere") == "other"
+    assert is_sgid_family("text2img+sgid")
+    assert is_sgid_family("sgid_diversecaption")
+    assert not is_sgid_family("text2img")
+
+
+def test_rows_are_grouped_in_the_papers_order(store: Store) -> None:
+    add_run(store, "sgid+randaugment", "shapes", 0, 70.0)
+    g = grid(only_table(build(store)))
+    methods = [r[1].text for r in g.rows]
+    assert methods == ["none", "cutmix", "randaugment", "sgid", "sgid+randaugment"]
+    assert [r[0].text for r in g.rows] == ["backbone", "perturbation", "", "generative",
+                                           "combined"]
+
+
+# -- command and formats ----------------------------------------------------------------
+
+def invoke(runner: CliRunner, *args: str) -> str:
+    result = runner.invoke(leaderboard, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_rich_table_names_test_seeds_and_alpha(runner: CliRunner, store: Store) -> None:
+    out = invoke(runner, "--alpha", "0.01")
+    assert "paired t-test" in out
+    assert "Holm" in out
+    assert "alpha = 0.01" in out
+    assert "n = 4 seeds" in out
+    assert "67.58 ± 1.38 (n=4)*†" in out
+
+
+def test_markdown_parses_as_tables(runner: CliRunner, store: Store) -> None:
+    out = invoke(runner, "--format", "markdown", "--details")
+    tables = re.findall(r"((?:^\|.*\|\n)+)", out, flags=re.M)
+    assert len(tables) == 3  # main, tests, post-hoc
+    for block in tables:
+        widths = {len(re.split(r"(?<!\\)\|", line)) for line in block.strip().splitlines()}
+        assert len(widths) == 1
+    assert "**84.30 ± 0.77 (n=4)**<sup>\\*†</sup>" in out
+
+
+def test_csv_is_long_format_with_every_statistic(runner: CliRunner, store: Store) -> None:
+    rows = list(csv.DictReader(io.StringIO(invoke(runner, "--format", "csv"))))
+    ra = next(r for r in rows if r["method"] == "randaugment" and r["dataset"] == "shapes")
+    p = sps.ttest_rel(DATA["randaugment"]["shapes"], DATA["none"]["shapes"]).pvalue
+    assert float(ra["vs_none_p"]) == pytest.approx(p)
+    assert float(ra["vs_none_p_holm"]) > 0.05
+    assert ra["vs_none_significant"] == "0"
+    assert float(ra["mean"]) == pytest.approx(62.65)
+    assert ra["n"] == "4"
+    sgid = next(r for r in rows if r["method"] == "sgid" and r["dataset"] == "cifar10")
+    assert sgid["vs_best_significant"] == "1"
+    assert sgid["best_baseline"] == "randaugment"
+
+
+def test_latex_rows_have_one_cell_per_column(runner: CliRunner, store: Store) -> None:
+    out = invoke(runner, "--format", "latex")
+    body = out.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    spec = re.search(r"\\begin\{tabular\}\{([lr]+)\}", out)
+    assert spec is not None
+    assert len(body) == 4
+    for line in body:
+        assert line.endswith(r"\\")
+        assert len(re.findall(r"(?<!\\)&", line)) == len(spec.group(1)) - 1
+    assert r"\textbf{84.30 $\pm$ 0.77 (n=4)}$^{*\dagger}$" in out
+    assert out.count(r"\begin{tabular}") == out.count(r"\end{tabular}") == 1
+
+
+def test_html_is_self_contained_with_embedded_figures(runner: CliRunner, store: Store,
+                                                      tmp_path: Path) -> None:
+    page = tmp_path / "board.html"
+    invoke(runner, "--format", "html", "-o", str(page))
+    html = page.read_text("utf-8")
+    assert html.startswith("<!DOCTYPE html>")
+    assert html.rstrip().endswith("</html>")
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == 3  # accuracy, gain heat-map, CD diagram
+    assert all(base64.b64decode(i).startswith(PNG) for i in images)
+    assert "http" not in html.replace("http-equiv", "")  # nothing fetched from outside
+
+
+def test_figures_include_the_cd_diagram(runner: CliRunner, store: Store,
+                                        tmp_path: Path) -> None:
+    result = runner.invoke(leaderboard, ["--figures", str(tmp_path / "figs")])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert names == ["resnet50_accuracy.png", "resnet50_cd.png", "resnet50_gain.png"]
+    assert (tmp_path / "figs" / "resnet50_cd.png").read_bytes().startswith(PNG)
+    assert "resnet50_cd.png" in result.stderr
+
+
+def test_publish_writes_readme_page_and_figures(runner: CliRunner, store: Store,
+                                                tmp_path: Path) -> None:
+    target = tmp_path / "published"
+    invoke(runner, "--publish", str(target))
+    readme = (target / "README.md").read_text("utf-8")
+    assert "![resnet50_cd](resnet50_cd.png)" in readme
+    assert "p (Holm)" in readme
+    assert (target / "index.html").read_text("utf-8").count("data:image/png;base64,") == 3
+
+
+def test_reference_paper_shows_the_published_number(runner: CliRunner, db_url: str) -> None:
+    Store(db_url)  # an empty store: the reference rows alone
+    out = invoke(runner, "--reference", "paper", "-b", "resnet50", "-m", "none",
+                 "-d", "cifar100")
+    assert "75.12" in out
+    assert "94.81" not in out  # cifar10 is filtered out
+    assert "backbone vit" not in out
+    assert "clip_vit" not in out
+
+
+def test_reference_difference_for_paper_profile_runs(runner: CliRunner, db_url: str) -> None:
+    store = Store(db_url)
+    add_run(store, "none", "cifar100", 0, 76.0, profile="paper")
+    add_run(store, "none", "cifar100", 1, 76.5, profile="paper")
+    out = invoke(runner, "--reference", "paper", "-b", "resnet50", "-d", "cifar100",
+                 "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    measured = next(r for r in rows if r["kind"] == "measured")
+    assert float(measured["delta"]) == pytest.approx(76.25 - 75.12)
+    ref = [r for r in rows if r["kind"] == "reference"]
+    assert len(ref) == 12  # the paper's 12 rows, only for cifar100 (no average)
+    assert next(r for r in ref if r["method"] == "none")["reference"] == "75.12"
+
+
+def test_missing_database_is_a_one_line_error(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(leaderboard, ["--db", f"sqlite:///{tmp_path / 'nope.db'}"])
+    assert result.exit_code == 1
+    assert "no results database" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_no_matching_runs_is_an_error(runner: CliRunner, store: Store) -> None:
+    result = runner.invoke(leaderboard, ["--method", "moex"])
+    assert result.exit_code == 1
+    assert "no finished runs" in result.output
+
+
+# -- end to end -------------------------------------------------------------------------
+
+def _image_folder(root: Path) -> Path:
+    """Two colour classes of 16x16 images, split into train / test."""
+    from PIL import Image
+
+    for split, count in (("train", 10), ("test", 4)):
+        for label, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                shade = tuple(max(0, c - 12 * i) for c in colour)
+                Image.new("RGB", (16, 16), shade).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+def test_leaderboard_of_real_quick_runs(runner: CliRunner, db_url: str,
+                                        tmp_path: Path) -> None:
+    from sgid_bench.run import execute
+
+    store = Store(db_url)
+    folder = _image_folder(tmp_path / "colours")
+    datasets = {"shapes": ["shapes.train_per_class=10", "shapes.test_per_class=4"],
+                f"imagefolder:{folder}": []}
+    for method in ("none", "cutmix", "randaugment"):
+        for dataset, params in datasets.items():
+            for seed in range(3):
+                spec = RunSpec(method=method, dataset=dataset, seed=seed, profile="quick",
+                               params=[*params, "train.epochs=1"])
+                outcome = execute(spec, store=store, context=Context(profile="quick"))
+                assert outcome.status == "done", outcome.error
+    table = only_table(build(store))
+    assert len(table.measured) == 3
+    assert len(table.measured_datasets) == 2
+    for row in table.measured:
+        for cell in row.cells.values():
+            assert cell.n == 3
+    tested = [c for c in table.comparisons() if c.tested]
+    raw = [c.p for c in tested]
+    assert [c.p_holm for c in tested] == pytest.approx(expected_holm(raw))  # type: ignore[arg-type]
+    out = invoke(runner, "--details", "--figures", str(tmp_path / "figs"))
+    assert "p (Holm)" in out
+    assert (tmp_path / "figs" / "resnet50_cd.png").read_bytes().startswith(PNG)
+
+
+def test_figures_fit_long_dataset_and_row_names(store: Store, tmp_path: Path) -> None:
+    from sgid_bench.leaderboard.figures import write_figures
+
+    folder = _image_folder(tmp_path / "a_rather_long_folder_name" / "colours_of_things")
+    for method in ("none", "randaugment"):
+        for seed in range(3):
+            add_run(store, method, f"imagefolder:{folder}", seed, 50.0 + seed + len(method))
+    add_run(store, "randaugment", "shapes", 0, 50.0, params=("magnitude=3",))
+    lb = build(store)
+    # filterwarnings=error: a layout that cannot fit its labels fails here.
+    paths = write_figures(lb, tmp_path / "figs")
+    assert len(paths) == 3
+    assert "imagefolder:colours_of_things" in grid(only_table(lb)).header
