@@ -46,11 +46,15 @@ class TorchvisionDataset(Dataset):
     def __init__(self, root: str = "") -> None:
         self.root_param = root
         self._root: Path | None = None
+        # Opened torchvision datasets per split: class_names() and load("train") share one
+        # (CIFAR decodes all its batches into memory when opened).
+        self._opened: dict[str, Any] = {}
 
     def setup(self, context: Context) -> None:
         assert context.data_root is not None  # Context.__post_init__ always sets it
         self._root = (Path(self.root_param).expanduser() if self.root_param
                       else context.data_root / self.name)
+        self._opened.clear()
 
     @property
     def root(self) -> Path:
@@ -64,20 +68,28 @@ class TorchvisionDataset(Dataset):
 
     def download_hint(self) -> str:
         call = f"torchvision.datasets.{self.torchvision_class}('{self.root}', download=True)"
-        return (f'on a connected machine run: python -c "import torchvision; {call}", then copy '
-                f"{self.root} here, or point --data-root (the folder holding {self.name}/) or "
-                "--param root= at an existing copy")
+        return (f'on a connected machine run: python -c "import torchvision; {call}", copy that '
+                f"folder to {self.root} here, or point --data-root (the folder holding "
+                f"{self.name}/) or --param root= at an existing copy")
+
+    def layout(self) -> str:
+        """The expected files, briefly (for error messages)."""
+        return ", ".join(self.expected)
 
     def check_files(self) -> None:
         missing = [p for p in self.expected if not (self.root / p).exists()]
         if missing:
-            layout = ", ".join(self.expected)
             raise UserError(f"dataset {self.name}: {self.root / missing[0]} not found (expected "
-                            f"under {self.root}: {layout}); {self.download_hint()}")
+                            f"under {self.root}: {self.layout()}); {self.download_hint()}")
 
     def _open(self, split: str) -> Any:
         if split not in self.splits:
             raise UserError(f"{self.name} has no split {split!r}; splits: {', '.join(self.splits)}")
+        if split not in self._opened:
+            self._opened[split] = self._construct(split)
+        return self._opened[split]
+
+    def _construct(self, split: str) -> Any:
         self.check_files()
         import torchvision
 
@@ -121,6 +133,9 @@ class CIFAR10(TorchvisionDataset):
     expected = _cifar_files("cifar-10-batches-py", [
         "batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "test_batch"])
 
+    def layout(self) -> str:
+        return "cifar-10-batches-py/{batches.meta,data_batch_1..5,test_batch}"
+
 
 class CIFAR100(TorchvisionDataset):
     name = "cifar100"
@@ -128,6 +143,9 @@ class CIFAR100(TorchvisionDataset):
     torchvision_class = "CIFAR100"
     split_kwargs = CIFAR10.split_kwargs
     expected = _cifar_files("cifar-100-python", ["meta", "train", "test"])
+
+    def layout(self) -> str:
+        return "cifar-100-python/{meta,train,test}"
 
 
 class Caltech101(TorchvisionDataset):
@@ -153,7 +171,9 @@ class Caltech101(TorchvisionDataset):
         return CALTECH101.get(raw, clean_class_name(raw))
 
     def load(self, split: str) -> Split:
-        ds = self._open(split)  # the whole dataset: the split is ours
+        if split not in self.splits:
+            raise UserError(f"caltech101 has no split {split!r}; splits: train, test")
+        ds = self._open("train")  # the whole dataset, opened once: the split is ours
         everything = Samples(ds, targets_of(ds))
         train, test = per_class_split(everything.targets, self.train_per_class, self.split_seed)
         return Split(everything.subset(train if split == "train" else test), self.class_names())

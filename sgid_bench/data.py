@@ -45,15 +45,20 @@ def stratified_split(samples: Sequence[Sample], fraction: float, seed: int
     """Indices (keep, held_out): ``fraction`` of each class held out, seeded."""
     import torch
 
+    # Datasets that know their labels expose ``targets``: no image is decoded for them.
+    labels = getattr(samples, "targets", None)
+    if labels is None:
+        labels = [samples[i][1] for i in range(len(samples))]
     by_class: dict[int, list[int]] = {}
-    for i in range(len(samples)):
-        by_class.setdefault(int(samples[i][1]), []).append(i)
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
     gen = torch.Generator().manual_seed(seed)
     keep, held = [], []
     for label in sorted(by_class):
         idx = by_class[label]
         order = torch.randperm(len(idx), generator=gen).tolist()
-        n_held = round(len(idx) * fraction) if len(idx) > 1 else 0
+        # At least one held out per class with two or more images, never all of them.
+        n_held = min(max(round(len(idx) * fraction), 1), len(idx) - 1) if len(idx) > 1 else 0
         held += [idx[j] for j in order[:n_held]]
         keep += [idx[j] for j in order[n_held:]]
     return sorted(keep), sorted(held)

@@ -40,6 +40,9 @@ def execute(spec: RunSpec, *, store: Store, context: Context, force: bool = Fals
     context.dataset, context.seed = spec.dataset.partition(":")[0], spec.seed
     resolved = resolve(spec, context)
     chash = resolved.config_hash
+    # Missing dataset files are a user mistake: say so before anything is stored.
+    resolved.dataset.setup(context)
+    resolved.dataset.class_names()
     existing = store.get(chash, spec.seed)
     if existing is not None and existing.status == DONE and not force:
         return Outcome("skipped", chash, existing.id, _metrics_of(existing),

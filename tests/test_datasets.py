@@ -42,7 +42,7 @@ TORCHVISION_CALLS = [
 ]
 
 
-def _pixels(image) -> np.ndarray:
+def _pixels(image: Any) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
 
@@ -290,3 +290,40 @@ def test_corrupted_files_are_a_user_error(tmp_path: Path) -> None:
     make_cifar10(tmp_path / "cifar10")  # real checksums on: the fixture does not match them
     with pytest.raises(UserError, match="incomplete or corrupted.*download=True"):
         _loaded("cifar10", tmp_path).load("train")
+
+
+# --- through the CLI ----------------------------------------------------------------------
+
+
+def _write_folder(data_root: Path) -> str:
+    # 10 per class: the harness carves a 10% validation split out of train.
+    make_image_tree(data_root / "pics" / "train", ["red_fox", "grey wolf"], 10)
+    make_image_tree(data_root / "pics" / "test", ["red_fox", "grey wolf"], 2, seed=1)
+    return f"imagefolder:{data_root / 'pics'}"
+
+
+RUNNABLE: dict[str, Callable[[Path], str]] = {
+    "imagefolder": _write_folder,
+    "dtd": lambda root: (make_dtd(root / "dtd", DTD_CLASSES), "dtd")[1],
+    "cifar10": lambda root: (make_cifar10(root / "cifar10", per_batch=20, n_test=10), "cifar10")[1],
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUNNABLE))
+def test_cli_run_on_fixture_stores_per_class_accuracy(name: str, tmp_path: Path, runner: Any,
+                                                      db_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from sgid_bench.cli import main
+    from sgid_bench.store import Store
+
+    skip_checksums(monkeypatch)
+    dataset = RUNNABLE[name](tmp_path / "data")
+    result = runner.invoke(main, ["run", "--dataset", dataset, "--data-root",
+                                  str(tmp_path / "data"), "--param", "epochs=1",
+                                  "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    (row,) = Store(db_url).runs(status="done", dataset=dataset)
+    expected = dataset_class(name)(**({"path": dataset.partition(":")[2]}
+                                      if name == "imagefolder" else {}))
+    expected.setup(Context(data_root=tmp_path / "data"))
+    assert sorted(row.per_class) == sorted(expected.class_names())
