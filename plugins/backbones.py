@@ -8,7 +8,6 @@ are imported inside methods only. The ``nn.Module`` wrappers live in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import sgid_bench
@@ -95,12 +94,10 @@ class _Transformer(Backbone):
         return _PAPER_SMALL if dataset in SMALL_IMAGE_DATASETS else _PAPER_OTHER
 
     def _freeze_for_mode(self, model: Any, head: torch.nn.Module) -> None:
+        # Frozen parameters drop out of the base class's trainable_parameters().
         if self.mode == "linear_probe":
             model.requires_grad_(False)
             head.requires_grad_(True)
-
-    def trainable_parameters(self, model: torch.nn.Module) -> Sequence[torch.nn.Parameter]:
-        return [p for p in model.parameters() if p.requires_grad]
 
 
 class ViT(_Transformer):
@@ -123,18 +120,27 @@ class ViT(_Transformer):
 
         return tuple(IMAGENET_STANDARD_MEAN), tuple(IMAGENET_STANDARD_STD)
 
+    def setup(self, context: Context) -> None:
+        # Fail before training starts when the weights are not available offline.
+        from sgid_bench.models import resolve
+
+        resolve(self.models_used(context)["backbone"], context)
+
     def build(self, num_classes: int, context: Context) -> torch.nn.Module:
         from sgid_bench.backbone_modules import HFImageClassifier, load_vit_classifier
         from sgid_bench.models import resolve
 
         path = resolve(self.models_used(context)["backbone"], context)
         model = HFImageClassifier(load_vit_classifier(path, num_classes))
-        self._freeze_for_mode(model, model.model.classifier)
+        self._freeze_for_mode(model, model.model.classifier)  # type: ignore[arg-type]
         return model
 
     def feature_layer(self, model: torch.nn.Module) -> FeatureLayer:
         # First encoder layer; it returns the N x L x D hidden states.
-        return FeatureLayer(model.model.vit.encoder.layer[0], channel_dim=-1)
+        from sgid_bench.backbone_modules import vit_layers
+
+        wrapped: Any = model.model  # the ViTForImageClassification inside the wrapper
+        return FeatureLayer(vit_layers(wrapped.vit)[0], channel_dim=-1)
 
 
 class CLIPViT(_Transformer):
@@ -156,6 +162,12 @@ class CLIPViT(_Transformer):
 
         return tuple(OPENAI_DATASET_MEAN), tuple(OPENAI_DATASET_STD)
 
+    def setup(self, context: Context) -> None:
+        # Fail before training starts when the weights are not available offline.
+        from sgid_bench.openclip import locate
+
+        locate(self.models_used(context)["backbone"], context)
+
     def build(self, num_classes: int, context: Context) -> torch.nn.Module:
         from sgid_bench.backbone_modules import ImageTowerClassifier
         from sgid_bench.openclip import load_open_clip
@@ -163,14 +175,16 @@ class CLIPViT(_Transformer):
         clip, _, _ = load_open_clip(self.models_used(context)["backbone"], context,
                                     device="cpu")
         # Keep the image tower only: the text tower is not used for classification.
-        model = ImageTowerClassifier(clip.visual, num_classes)
+        visual: Any = clip.visual
+        model = ImageTowerClassifier(visual, num_classes)
         model.train()
         self._freeze_for_mode(model, model.head)
         return model
 
     def feature_layer(self, model: torch.nn.Module) -> FeatureLayer:
         # open_clip's transformer is batch-first: the first resblock outputs N x L x D.
-        return FeatureLayer(model.visual.transformer.resblocks[0], channel_dim=-1)
+        visual: Any = model.visual
+        return FeatureLayer(visual.transformer.resblocks[0], channel_dim=-1)
 
 
 @sgid_bench.hookimpl
