@@ -43,6 +43,7 @@ def execute(spec: RunSpec, *, store: Store, context: Context, force: bool = Fals
     # Missing dataset files are a user mistake: say so before anything is stored.
     resolved.dataset.setup(context)
     resolved.dataset.class_names()
+    resolved.backbone.setup(context)
     existing = store.get(chash, spec.seed)
     if existing is not None and existing.status == DONE and not force:
         return Outcome("skipped", chash, existing.id, _metrics_of(existing),
