@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
+from torch.utils import data as tud
+
 from sgid_bench.api import Augmenter
 from sgid_bench.errors import UserError
 from sgid_bench.rng import derive_seed, fork_seeded, generator
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
 
     from sgid_bench.config import Resolved
@@ -43,8 +45,6 @@ class Splits:
 def stratified_split(samples: Sequence[Sample], fraction: float, seed: int
                      ) -> tuple[list[int], list[int]]:
     """Indices (keep, held_out): ``fraction`` of each class held out, seeded."""
-    import torch
-
     # Datasets that know their labels expose ``targets``: no image is decoded for them.
     labels = getattr(samples, "targets", None)
     if labels is None:
@@ -123,7 +123,7 @@ def expand_chain(resolved: Resolved, samples: Sequence[Sample], class_names: lis
     return list(current)
 
 
-class ImageSet:
+class ImageSet(tud.Dataset):  # type: ignore[type-arg]
     """A torch-style dataset of (uint8 CHW tensor, label) at a fixed size, with the base
     training augmentation and the transform stages applied per sample and epoch."""
 
@@ -133,8 +133,6 @@ class ImageSet:
         self.transforms, self.seed, self.epoch = list(transforms), seed, 0
         self._cache: Any = None
         if len(samples) * 3 * size * size <= IN_MEMORY_BYTES:
-            import torch
-
             self._cache = torch.stack([self._decode(i) for i in range(len(samples))])
             self.labels = torch.tensor([int(samples[i][1]) for i in range(len(samples))])
 
@@ -174,9 +172,6 @@ def base_augmentation(size: int) -> Any:
 def loaders(splits: Splits, resolved: Resolved, size: int, seed: int, context: Context
             ) -> tuple[Any, Any, Any]:
     """DataLoaders for train (originals + generated), val and test."""
-    import torch
-    from torch.utils.data import DataLoader
-
     transforms = [a for a in resolved.augmenters if "transform" in a.stages()]
     train_set = ImageSet([*splits.train, *splits.generated], size, True, transforms, seed)
     cuda = context.device.startswith("cuda")
@@ -185,10 +180,10 @@ def loaders(splits: Splits, resolved: Resolved, size: int, seed: int, context: C
     workers = min(4, torch.get_num_threads()) if cuda or train_set._cache is None else 0
     common: dict[str, Any] = {"num_workers": workers, "pin_memory": cuda}
     batch = resolved.recipe.batch_size
-    train = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=len(train_set) > batch,
-                       generator=torch.Generator().manual_seed(derive_seed(seed, "shuffle")),
-                       **common)
-    val = DataLoader(ImageSet(splits.val, size, False), batch_size=batch, **common)
-    test = DataLoader(ImageSet(splits.test, size, False), batch_size=batch, **common)
+    shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))
+    train = tud.DataLoader(train_set, batch_size=batch, shuffle=True, generator=shuffle,
+                           drop_last=len(train_set) > batch, **common)
+    val = tud.DataLoader(ImageSet(splits.val, size, False), batch_size=batch, **common)
+    test = tud.DataLoader(ImageSet(splits.test, size, False), batch_size=batch, **common)
     return train, val, test
 

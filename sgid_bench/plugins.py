@@ -83,7 +83,7 @@ def _owner(pm: pluggy.PluginManager, plugin: object) -> str:
     for plug, dist in pm.list_plugin_distinfo():
         if plug is plugin:
             return str(dist.project_name)
-    return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
+    return str(pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin)))
 
 
 def collect(pm: pluggy.PluginManager) -> Registry:

@@ -44,7 +44,9 @@ class FeatureHook:
     Targets travel through the hook because a features stage (MoEx) mixes labels."""
 
     def __init__(self, backbone: Backbone, model: Any, stages: Sequence[Augmenter]) -> None:
-        self.stages, self.targets, self.gen = list(stages), None, None
+        self.stages = list(stages)
+        self.targets: Any = None
+        self.gen: Any = None
         self.layer = backbone.feature_layer(model) if stages else None
         if stages and self.layer is None:
             raise ValueError(f"backbone {backbone.name!r} exposes no feature layer for "
