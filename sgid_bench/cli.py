@@ -187,8 +187,10 @@ def list_plugins() -> None:
 def _add_commands() -> None:
     # Commands that live beside what they drive; each module imports only click at the top.
     from sgid_bench.leaderboard.command import leaderboard
+    from sgid_bench.sweep_command import sweep
 
     main.add_command(leaderboard)
+    main.add_command(sweep)
 
 
 _add_commands()

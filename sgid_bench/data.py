@@ -100,6 +100,21 @@ def load_splits(resolved: Resolved, context: Context, store: Store | None) -> Sp
     return Splits(train_samples, val, test.samples, generated, names)
 
 
+def generation_keys(resolved: Resolved, context: Context) -> list[dict[str, Any]]:
+    """The generation-cache key of each expand stage, in chain order: the stage and every
+    stage before it (with their models), the dataset and the train/val split."""
+    upstream: list[dict[str, Any]] = []
+    keys: list[dict[str, Any]] = []
+    for aug, comp in zip(resolved.augmenters, resolved.config["augmenters"], strict=True):
+        if "expand" not in aug.stages():
+            continue
+        upstream.append({**comp, "models": aug.models_used(context)})
+        keys.append({"chain": list(upstream), "dataset": resolved.config["dataset"],
+                     "val_fraction": resolved.config["val_fraction"],
+                     "split_seed": SPLIT_SEED})
+    return keys
+
+
 def expand_chain(resolved: Resolved, samples: Sequence[Sample], class_names: list[str],
                  context: Context, store: Store | None) -> list[Sample]:
     """Apply the expand stages in order, each on the previous one's images
@@ -109,15 +124,9 @@ def expand_chain(resolved: Resolved, samples: Sequence[Sample], class_names: lis
         return []
     from sgid_bench.cache import expand_samples
 
-    upstream: list[dict[str, Any]] = []
     current: Sequence[Sample] = samples
-    for aug, comp in zip(resolved.augmenters, resolved.config["augmenters"], strict=True):
-        if aug not in expanders:
-            continue
+    for aug, key in zip(expanders, generation_keys(resolved, context), strict=True):
         aug.setup(context)
-        upstream.append({**comp, "models": aug.models_used(context)})
-        key = {"chain": list(upstream), "dataset": resolved.config["dataset"],
-               "val_fraction": resolved.config["val_fraction"], "split_seed": SPLIT_SEED}
         current = expand_samples(aug, current, class_names, key=key,
                                  seed=resolved.config["gen_seed"], context=context, store=store)
     return list(current)

@@ -11,24 +11,25 @@ the images cached.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from sgid_bench.config import RunSpec, resolve
 from sgid_bench.context import Context
 from sgid_bench.errors import UserError
-from sgid_bench.run import Outcome, execute, generate, uses_tiny_models
+from sgid_bench.run import Outcome, execute, generate
 from sgid_bench.store import DONE, FAILED, RUNNING, Store
 from sgid_bench.sweep import GenJob, Job, Plan, Resources, context_for
 
 #: Size of the Ray cluster started when no --address is given.
 LOCAL_RAY_CPUS = 2
+_STORES: dict[str, Store] = {}
 
 
 @dataclass
@@ -50,10 +51,17 @@ class GenResult:
     error: str | None = None
 
 
-@lru_cache(maxsize=4)
 def _store(url: str) -> Store:
-    # One engine per worker process: Ray reuses workers across tasks.
-    return Store(url)
+    # One engine per process and URL: Ray reuses a worker process for many tasks.
+    if url not in _STORES:
+        _STORES[url] = Store(url)
+    return _STORES[url]
+
+
+def close_stores() -> None:
+    """Close the connections of the stores tasks opened in this process."""
+    while _STORES:
+        _STORES.popitem()[1].close()
 
 
 @contextmanager
@@ -110,16 +118,11 @@ def record_failure(spec: RunSpec, error: str, store: Store, context: Context,
                    force: bool = False) -> Outcome:
     """Record a run that could not start (its generation failed) as failed, so the store
     shows it and ``--resume`` retries it."""
-    from sgid_bench.provenance import git_revision, versions
+    from sgid_bench.run import claim_columns
 
     resolved = resolve(spec, context)
     chash, models = resolved.config_hash, resolved.config["models"]
-    # The same columns as sgid_bench.run.execute claims with.
-    run_id = store.claim(chash, spec.seed, force=force, method=resolved.config["method"],
-                         backbone=resolved.backbone.name, dataset=spec.dataset,
-                         profile=spec.profile, config=resolved.config, models=models,
-                         tiny_models=uses_tiny_models(models), versions=versions(),
-                         git_revision=git_revision())
+    run_id = store.claim(chash, spec.seed, force=force, **claim_columns(resolved))
     if run_id is None:
         return Outcome("busy", chash, models=models)
     store.fail(run_id, error)
@@ -135,9 +138,40 @@ def lost_worker(job: Job, error: str, store: Store, context: Context) -> Outcome
         return record_failure(job.spec, error, store, context_for(job.spec, context))
     if row.status == DONE:
         return Outcome(DONE, job.config_hash, row.id, {"top1": row.top1})
+    if row.status == RUNNING and row.host == socket.gethostname() and _gone(row.pid):
+        # Ray saw the worker die before the store's reaper could: the process may still
+        # be exiting, or a zombie (which still answers kill -0).
+        store.fail(row.id, f"interrupted: process {row.pid} on {row.host} ended before "
+                   f"finishing ({error})")
+        row = store.get(job.config_hash, job.spec.seed)
+        assert row is not None
     if row.status == RUNNING:  # claimed on another host: its own reaper will see to it
         return Outcome(FAILED, job.config_hash, row.id, error=error)
     return Outcome(FAILED, job.config_hash, row.id, error=row.error or error)
+
+
+def _gone(pid: int | None, wait_s: float = 10.0) -> bool:
+    """Whether process ``pid`` of this host has ended, waiting up to ``wait_s`` for a
+    process being killed to finish exiting (zombies count as ended; Linux /proc)."""
+    if pid is None:
+        return False
+    deadline = time.monotonic() + wait_s
+    while not _ended(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _ended(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    # The state follows the command name in parentheses, which may itself hold spaces.
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
 @dataclass
@@ -146,9 +180,6 @@ class Report:
 
     outcomes: list[tuple[Job, Outcome]] = field(default_factory=list)
     generations: list[GenResult] = field(default_factory=list)
-
-    def count(self, status: str) -> int:
-        return sum(o.status == status for _, o in self.outcomes)
 
     @property
     def failures(self) -> list[tuple[Job, Outcome]]:
@@ -274,10 +305,4 @@ def _collect(ray: Any, ref: Any, item: Job | GenJob, report: Report, store: Stor
         report.outcomes.append((item, result))
     listener("finish", item, result)
 
-
-def default_device() -> str:
-    """cuda when this machine has a GPU, else cpu."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 

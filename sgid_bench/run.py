@@ -48,12 +48,7 @@ def execute(spec: RunSpec, *, store: Store, context: Context, force: bool = Fals
     if existing is not None and existing.status == DONE and not force:
         return Outcome("skipped", chash, existing.id, _metrics_of(existing),
                        models=resolved.config["models"])
-    run_id = store.claim(
-        chash, spec.seed, force=force, method=resolved.config["method"],
-        backbone=resolved.backbone.name, dataset=spec.dataset, profile=spec.profile,
-        config=resolved.config, models=resolved.config["models"],
-        tiny_models=uses_tiny_models(resolved.config["models"]), versions=versions(),
-        git_revision=git_revision())
+    run_id = store.claim(chash, spec.seed, force=force, **claim_columns(resolved))
     if run_id is None:
         return Outcome("busy", chash, models=resolved.config["models"])
     try:
@@ -71,6 +66,15 @@ def execute(spec: RunSpec, *, store: Store, context: Context, force: bool = Fals
                        models=resolved.config["models"])
     store.finish(run_id, **metrics)
     return Outcome(DONE, chash, run_id, metrics, models=resolved.config["models"])
+
+
+def claim_columns(resolved: Resolved) -> dict[str, Any]:
+    """What a run's row records before it starts: names, config, models, provenance."""
+    spec, models = resolved.spec, resolved.config["models"]
+    return {"method": resolved.config["method"], "backbone": resolved.backbone.name,
+            "dataset": spec.dataset, "profile": spec.profile, "config": resolved.config,
+            "models": models, "tiny_models": uses_tiny_models(models), "versions": versions(),
+            "git_revision": git_revision()}
 
 
 def generate(spec: RunSpec, *, store: Store | None, context: Context) -> int:

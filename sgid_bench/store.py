@@ -11,7 +11,8 @@ import os
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -44,7 +45,7 @@ def default_url() -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -131,7 +132,11 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         try:
-            Base.metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    # Workers opening a fresh database together would race to create tables.
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(5120931)")
+                Base.metadata.create_all(conn)
             self._migrate()
         except OperationalError as exc:
             reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
@@ -139,6 +144,10 @@ class Store:
                 f"cannot open database {self.url!r}: {reason}; pass a writable location "
                 "with --db or SGID_BENCH_DB"
             ) from None
+
+    def close(self) -> None:
+        """Close pooled connections (PostgreSQL warns about connections left open)."""
+        self.engine.dispose()
 
     def _migrate(self) -> None:
         if self.engine.dialect.name != "sqlite":
@@ -234,7 +243,7 @@ class Store:
 
 def _aware(dt: datetime) -> datetime:
     # SQLite returns naive datetimes; they were written as UTC.
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _alive(pid: int) -> bool:
@@ -246,4 +255,10 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed child that its parent has not reaped yet is a zombie: it answers kill(0)
+    # but will never finish its run.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"

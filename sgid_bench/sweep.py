@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
+import tomllib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -48,11 +48,6 @@ from sgid_bench.config import PROFILES, RunSpec, config_hash, resolve, split_met
 from sgid_bench.context import Context
 from sgid_bench.errors import UserError
 from sgid_bench.store import DONE, FAILED, RUNNING, Store
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 needs the backport
-    import tomli as tomllib
 
 SWEEP_KEYS = ("name", "profile", "methods", "backbones", "datasets", "seeds")
 TABLES = ("sweep", "params", "grid", "resources")
@@ -230,6 +225,7 @@ class GenJob:
     key: str
     spec: RunSpec  # any training spec that needs it: generate(spec) fills the cache
     chain: list[str] = field(default_factory=list)  # keys of its stages, this one last
+    seed: int = 0  # the generation seed (config "gen_seed")
     after: str | None = None  # the upstream generation (e.g. text2img before text2img+sgid)
     runs: int = 0  # training runs (to run) that need it
     cached: bool = False
@@ -259,22 +255,10 @@ class Plan:
 
 
 def generation_keys(resolved: Any, context: Context) -> list[str]:
-    """Hashes of the cache keys of each expand stage of a resolved run, in chain order.
+    """Hashes of the cache keys of each expand stage of a resolved run, in chain order."""
+    from sgid_bench import data
 
-    Mirrors the key ``sgid_bench.data.expand_chain`` gives the cache, so a plan can tell
-    which generations the store already holds."""
-    from sgid_bench.data import SPLIT_SEED
-
-    upstream: list[dict[str, Any]] = []
-    keys: list[str] = []
-    for aug, comp in zip(resolved.augmenters, resolved.config["augmenters"], strict=True):
-        if "expand" not in aug.stages():
-            continue
-        upstream.append({**comp, "models": aug.models_used(context)})
-        key = {"chain": list(upstream), "dataset": resolved.config["dataset"],
-               "val_fraction": resolved.config["val_fraction"], "split_seed": SPLIT_SEED}
-        keys.append(config_hash(key))
-    return keys
+    return [config_hash(key) for key in data.generation_keys(resolved, context)]
 
 
 def context_for(spec: RunSpec, base: Context) -> Context:
@@ -292,7 +276,8 @@ def make_plan(sweep: Sweep, store: Store, context: Context, *, resume: bool = Fa
     jobs: list[Job] = []
     seen: set[tuple[str, int]] = set()
     chains: dict[str, list[str]] = {}
-    resolved_cells: dict[str, tuple[str, list[str]]] = {}
+    gen_seeds: dict[str, int] = {}
+    resolved_cells: dict[str, tuple[str, list[str], int]] = {}
     duplicates = 0
     for spec in expand(sweep):
         # The config excludes the seed: resolve once per grid cell, not once per seed.
@@ -304,17 +289,18 @@ def make_plan(sweep: Sweep, store: Store, context: Context, *, resume: bool = Fa
             except UserError as exc:
                 raise UserError(f"sweep {sweep.name}: {spec.method} / {spec.backbone} / "
                                 f"{spec.dataset} {' '.join(spec.params)}: {exc}") from None
-            resolved_cells[cell] = (resolved.config_hash, generation_keys(resolved, ctx))
-        chash, keys = resolved_cells[cell]
+            resolved_cells[cell] = (resolved.config_hash, generation_keys(resolved, ctx),
+                                    resolved.config["gen_seed"])
+        chash, keys, gen_seed = resolved_cells[cell]
         if (chash, spec.seed) in seen:
             duplicates += 1
             continue
         seen.add((chash, spec.seed))
         jobs.append(Job(spec, chash, generation=keys[-1] if keys else None))
-        chains[chash] = keys
+        chains[chash], gen_seeds[chash] = keys, gen_seed
     _mark_states(jobs, store, resume=resume, force=force)
     plan = Plan(sweep, jobs, {}, duplicates)
-    _plan_generations(plan, chains, store, context)
+    _plan_generations(plan, chains, gen_seeds, store, context)
     return plan
 
 
@@ -333,14 +319,15 @@ def _mark_states(jobs: list[Job], store: Store, *, resume: bool, force: bool) ->
             job.state, job.error = FAILED_BEFORE, row.error
 
 
-def _plan_generations(plan: Plan, chains: dict[str, list[str]], store: Store,
-                      context: Context) -> None:
+def _plan_generations(plan: Plan, chains: dict[str, list[str]], gen_seeds: dict[str, int],
+                      store: Store, context: Context) -> None:
     from sgid_bench.store import Generation
 
     for job in plan.todo:
         if job.generation is not None:
             gen = plan.generations.setdefault(
-                job.generation, GenJob(job.generation, job.spec, chain=chains[job.config_hash]))
+                job.generation, GenJob(job.generation, job.spec, chain=chains[job.config_hash],
+                                       seed=gen_seeds[job.config_hash]))
             gen.runs += 1
     # A chain waits for the longest upstream chain this plan also generates
     # (text2img+sgid after text2img), so the shared stage is generated once.
@@ -349,11 +336,13 @@ def _plan_generations(plan: Plan, chains: dict[str, list[str]], store: Store,
     plan.generations = dict(sorted(plan.generations.items(), key=lambda kv: len(kv[1].chain)))
     if not plan.generations:
         return
-    with store.session() as s:
-        from sqlalchemy import select
+    from sqlalchemy import select
 
+    # The cache records a finished generation under this key (sgid_bench.cache).
+    store_keys = {config_hash({"key": k, "seed": g.seed}): k for k, g in plan.generations.items()}
+    with store.session() as s:
         done = set(s.scalars(select(Generation.cache_key).where(
-            Generation.cache_key.in_(list(plan.generations)), Generation.status == DONE)))
+            Generation.cache_key.in_(list(store_keys)), Generation.status == DONE)))
     assert context.cache_dir is not None
-    for key, gen in plan.generations.items():
-        gen.cached = key in done and (context.cache_dir / key).is_dir()
+    for store_key, key in store_keys.items():
+        plan.generations[key].cached = store_key in done and (context.cache_dir / key).is_dir()

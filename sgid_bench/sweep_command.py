@@ -56,23 +56,40 @@ def sweep(file: str, executor: str, address: str | None, num_cpus: int, resume: 
 def _sweep(file: str, executor: str, address: str | None, num_cpus: int, resume: bool,
            dry_run: bool, force: bool, db: str | None, ctx: dict[str, Any]) -> None:
     from sgid_bench.store import Store
-    from sgid_bench.sweep import find_sweep_file, load_sweep, make_plan
+    from sgid_bench.sweep import find_sweep_file, load_sweep
 
     if address and executor != "ray":
         raise UserError("--address needs --executor ray")
     spec = load_sweep(find_sweep_file(file))
-    store = Store(db)
     context = _context(spec, executor, ctx, dry_run)
+    store = Store(db)
+    try:
+        _plan_and_run(spec, store, context, executor, address, num_cpus, resume, dry_run,
+                      force, file)
+    finally:
+        from sgid_bench.executors import close_stores
+
+        close_stores()
+        store.close()
+
+
+def _plan_and_run(spec: Any, store: Any, context: Any, executor: str, address: str | None,
+                  num_cpus: int, resume: bool, dry_run: bool, force: bool, file: str) -> None:
+    from sgid_bench.sweep import make_plan
+
     if not dry_run:
         store.reap_interrupted()  # rows left running by dead processes become failed
     plan = make_plan(spec, store, context, resume=resume, force=force)
     console = _console(stderr=False)
     console.print(plan_table(plan))
-    console.print(plan_summary(plan), highlight=False)
+    click.echo(plan_summary(plan))
     if dry_run or not plan.todo:
         return
+    if plan.sweep.profile != "paper":
+        click.echo("Note: the quick profile trains and generates with tiny, randomly "
+                   "initialised models: the results exercise the pipeline only.", err=True)
     report = _execute(plan, store, context, executor, address, num_cpus, force, file)
-    console.print(report_summary(report), highlight=False)
+    click.echo(report_summary(report))
     if report.failures:
         raise UserError(f"{len(report.failures)} run(s) failed (errors above and in the store); "
                         f"fix the cause and retry them with: sgid-bench sweep {file} --resume")
@@ -213,10 +230,11 @@ class LiveView:
                 "[green]{task.fields[done]} done[/] [yellow]{task.fields[running]} running[/] "
                 "[red]{task.fields[failed]} failed[/]", TimeElapsedColumn(), "eta",
                 TimeRemainingColumn(), console=self.console)
-            fields = {"done": 0, "running": 0, "failed": 0}
             self.gen_task = (self.progress.add_task("generations", total=self.generations,
-                                                    **fields) if self.generations else None)
-            self.run_task = self.progress.add_task("runs", total=self.runs, **fields)
+                                                    done=0, running=0, failed=0)
+                             if self.generations else None)
+            self.run_task = self.progress.add_task("runs", total=self.runs, done=0, running=0,
+                                                   failed=0)
             self.progress.start()
         return self
 
