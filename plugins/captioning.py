@@ -24,9 +24,21 @@ class Captioner:
 
     def __init__(self, model_id: str, context: Context, min_length: int = 5,
                  max_length: int = 20) -> None:
-        self.model, self.processor = _load_blip(model_id, context)
-        self.device = context.device
+        model, processor = _load_blip(model_id, context)
+        self._init(model, processor, context.device, min_length, max_length)
+
+    def _init(self, model: Any, processor: Any, device: str, min_length: int,
+              max_length: int) -> None:
+        self.model, self.processor, self.device = model, processor, device
         self.min_length, self.max_length = min_length, max_length
+
+    @classmethod
+    def from_parts(cls, model: Any, processor: Any, device: str, min_length: int = 5,
+                   max_length: int = 20) -> Captioner:
+        """A captioner around an already built BLIP (benchmarks with random weights)."""
+        self = cls.__new__(cls)
+        self._init(model, processor, device, min_length, max_length)
+        return self
 
     def _generate(self, images: Sequence[Image.Image], **kwargs: Any) -> list[str]:
         import torch
@@ -42,11 +54,15 @@ class Captioner:
                 generator: torch.Generator) -> list[list[str]]:
         """``k`` captions per image by nucleus sampling; randomness drawn from ``generator``
         (``generate`` samples from torch's global RNG, so it runs in a seeded fork)."""
-        from sgid_bench.rng import fork_seeded
+        import torch
 
         if k <= 0:
             return [[] for _ in images]
-        with fork_seeded(generator):
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        # Sampling draws from the RNG of the model's device: fork and seed that one too.
+        cuda = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
             flat = self._generate(images, do_sample=True, top_p=top_p, top_k=0,
                                   num_return_sequences=k)
         return [flat[i * k:(i + 1) * k] for i in range(len(images))]
@@ -72,8 +88,9 @@ def _blip(path: str, device: str) -> tuple[Any, Any]:
 
     quiet_libraries()
     half = device.startswith("cuda")
-    kwargs = {"dtype": torch.float16} if half else {}
-    model = BlipForConditionalGeneration.from_pretrained(path, local_files_only=True, **kwargs)
+    kwargs: dict[str, Any] = {"dtype": torch.float16} if half else {}
+    model: Any = BlipForConditionalGeneration.from_pretrained(path, local_files_only=True,
+                                                              **kwargs)
     processor = BlipProcessor.from_pretrained(path, local_files_only=True)
     return model.to(device).eval(), processor
 
@@ -90,9 +107,17 @@ class ClipScorer:
     def __init__(self, model_id: str, context: Context) -> None:
         from sgid_bench.openclip import load_open_clip
 
+        self.model: Any
         self.model, self.preprocess, self.tokenizer = load_open_clip(model_id, context)
-        self.model = self.model.to(context.device).eval()
         self.device = context.device
+
+    @classmethod
+    def from_parts(cls, model: Any, preprocess: Any, tokenizer: Any, device: str) -> ClipScorer:
+        """A scorer around an already built open_clip model (benchmarks)."""
+        self = cls.__new__(cls)
+        self.model, self.preprocess, self.tokenizer = model.to(device).eval(), preprocess, tokenizer
+        self.device = device
+        return self
 
     def images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """L2-normalised image embeddings (N, D)."""
@@ -143,7 +168,8 @@ def choose(pools: Sequence[Sequence[str]], scores: Sequence[Sequence[float]] | N
             picks.append(-1)
         elif mode == "clip_filter":
             assert scores is not None
-            picks.append(max(range(len(pool)), key=lambda j, s=scores[i]: (s[j], -j)))
+            best = max(scores[i])
+            picks.append(scores[i].index(best))  # the first of equal scores
         else:
             picks.append(int(torch.randint(len(pool), (1,), generator=generator)))
     return picks

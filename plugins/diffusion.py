@@ -54,7 +54,7 @@ def check_scheduler(name: str) -> None:
 
 
 @functools.cache
-def guided_class(kind: str) -> type:
+def guided_class(kind: str) -> Any:
     """A subclass of the diffusers pipeline ``kind`` whose classifier-free guidance is
     always on, so ``noise = uncond + g * (cond - uncond)`` is applied for every g.
 

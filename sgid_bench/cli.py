@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from sgid_bench.errors import UserError
+from sgid_bench.options import context_options, db_option, make_context, profile_option
 
 TINY_NOTE = (
     "Note: this run uses tiny, randomly initialised models ({models}): they exercise the "
@@ -37,49 +38,6 @@ def stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def context_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by commands that run or inspect methods: where data, models and the
-    cache live, the device and the profile."""
-    options = [
-        click.option("--profile", type=click.Choice(["quick", "paper"]), default="quick",
-                     show_default=True, help="quick: embedded data, tiny models; "
-                     "paper: the paper's models and recipes."),
-        click.option("--device", default="auto", show_default=True,
-                     help="cpu, cuda, cuda:1, or auto."),
-        click.option("--data-root", type=click.Path(file_okay=False), default=None,
-                     help="Where datasets live [default: ~/.cache/sgid-bench/data]."),
-        click.option("--models-dir", type=click.Path(file_okay=False), default=None,
-                     help="Local model copies and tiny presets "
-                     "[default: ~/.cache/sgid-bench/models]."),
-        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                     help="Generation cache [default: ~/.cache/sgid-bench/cache]."),
-        click.option("--gen-batch-size", type=click.IntRange(min=1), default=8,
-                     show_default=True, help="Images per generation batch."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def make_context(profile: str, device: str, data_root: str | None, models_dir: str | None,
-                 cache_dir: str | None, gen_batch_size: int) -> Any:
-    from sgid_bench.context import Context
-
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return Context(profile=profile, device=device, data_root=data_root,  # type: ignore[arg-type]
-                   models_dir=models_dir, cache_dir=cache_dir,  # type: ignore[arg-type]
-                   gen_batch_size=gen_batch_size)
-
-
-def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--db", default=None, envvar="SGID_BENCH_DB",
-                        help="SQLAlchemy URL of the results store "
-                        "[default: sqlite:///sgid-bench.db].")(fn)
-
-
 @click.group(cls=Group)
 @click.version_option(package_name="sgid-bench")
 def main() -> None:
@@ -99,6 +57,7 @@ def main() -> None:
               "name when ambiguous (sgid.strength=0.7, train.epochs=3).")
 @click.option("--force", is_flag=True, help="Run again even if this config and seed is done.")
 @db_option
+@profile_option
 @context_options
 def run(method: str, backbone: str, dataset: str, seed: tuple[int, ...],
         params: tuple[str, ...], force: bool, db: str | None, **ctx: Any) -> None:
@@ -188,9 +147,10 @@ def _add_commands() -> None:
     # Commands that live beside what they drive; each module imports only click at the top.
     from sgid_bench.leaderboard.command import leaderboard
     from sgid_bench.sweep_command import sweep
+    from sgid_bench.visualize import show, similarity
 
-    main.add_command(leaderboard)
-    main.add_command(sweep)
+    for command in (leaderboard, sweep, show, similarity):
+        main.add_command(command)
 
 
 _add_commands()

@@ -24,7 +24,7 @@ from sgid_bench.errors import UserError
 
 TINY = "tiny/"
 #: Bump when a tiny builder changes so stale presets are rebuilt (it is in their path).
-TINY_REVISION = "r1"
+TINY_REVISION = "r2"
 
 #: tiny preset name -> module whose import registers its builder with :func:`tiny_builder`.
 TINY_MODULES: dict[str, str] = {

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from sgid_bench.errors import UserError
+from sgid_bench.options import context_options, db_option, make_context
 
 EXECUTORS = ("local", "ray")
 
@@ -27,20 +28,8 @@ EXECUTORS = ("local", "ray")
               help="Also retry runs that failed or were interrupted (crash, Ctrl-C) before.")
 @click.option("--dry-run", is_flag=True, help="Print the plan with its counts; run nothing.")
 @click.option("--force", is_flag=True, help="Run finished runs again too.")
-@click.option("--db", default=None, envvar="SGID_BENCH_DB",
-              help="SQLAlchemy URL of the results store (postgresql+psycopg://... for many "
-              "workers) [default: sqlite:///sgid-bench.db].")
-@click.option("--device", default="auto", show_default=True,
-              help="cpu, cuda, or auto (cuda when the sweep gives tasks GPUs or this machine "
-              "has one).")
-@click.option("--data-root", type=click.Path(file_okay=False), default=None,
-              help="Where datasets live [default: ~/.cache/sgid-bench/data].")
-@click.option("--models-dir", type=click.Path(file_okay=False), default=None,
-              help="Local model copies and tiny presets [default: ~/.cache/sgid-bench/models].")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Generation cache [default: ~/.cache/sgid-bench/cache].")
-@click.option("--gen-batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Images per generation batch.")
+@db_option
+@context_options
 def sweep(file: str, executor: str, address: str | None, num_cpus: int, resume: bool,
           dry_run: bool, force: bool, db: str | None, **ctx: Any) -> None:
     """Run the grid of FILE (a sweep .toml, or a shipped sweep: paper, quick).
@@ -96,8 +85,6 @@ def _plan_and_run(spec: Any, store: Any, context: Any, executor: str, address: s
 
 
 def _context(spec: Any, executor: str, ctx: dict[str, Any], dry_run: bool) -> Any:
-    from sgid_bench.cli import make_context
-
     device = ctx.pop("device")
     if device == "auto" and (dry_run or executor == "ray"):
         # Ray gives each task its own GPUs (or none): decide from the sweep's resources.
