@@ -40,7 +40,7 @@ def write_random_checkpoints(models_dir: Path) -> None:
     if not (vit_dir / "config.json").is_file():
         from transformers import ViTConfig, ViTModel
 
-        from sgid_bench.backbone_modules import transformers_progress_off
+        from sgid_bench.models import transformers_progress_off
 
         with transformers_progress_off():
             ViTModel(ViTConfig(), add_pooling_layer=True).save_pretrained(vit_dir)

@@ -4,14 +4,14 @@ lazily, because importing torch there would slow ``sgid-bench list``)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
+
+from sgid_bench.models import transformers_progress_off
 
 
 class SlimBottleneck(Bottleneck):
@@ -62,21 +62,6 @@ class _DropLoadReport(logging.Filter):
 #: What loading a headless checkpoint into ViTForImageClassification is expected to report.
 _EXPECTED = {"missing_keys": ("classifier.",), "unexpected_keys": ("pooler.", "vit.pooler."),
              "mismatched_keys": ("classifier.",)}
-
-
-@contextmanager
-def transformers_progress_off() -> Iterator[None]:
-    """No transformers progress bars inside (restored after): loading a small checkpoint
-    should not draw bars in the run's output."""
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def load_vit_classifier(path: Path, num_classes: int) -> Any:

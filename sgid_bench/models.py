@@ -16,7 +16,8 @@ import importlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sgid_bench.context import Context
@@ -98,7 +99,8 @@ def ensure_tiny(name: str, models_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        _BUILDERS[name](tmp)
+        with transformers_progress_off():
+            _BUILDERS[name](tmp)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -108,3 +110,18 @@ def ensure_tiny(name: str, models_dir: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextmanager
+def transformers_progress_off() -> Iterator[None]:
+    """No transformers progress bars inside (restored after): saving or loading a small
+    checkpoint should not draw bars in the run's output."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()

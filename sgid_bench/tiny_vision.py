@@ -38,10 +38,7 @@ def build_tiny_vit(directory: Path) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(VIT_SEED)
         model = ViTModel(config, add_pooling_layer=True)
-    from sgid_bench.backbone_modules import transformers_progress_off
-
-    with transformers_progress_off():
-        model.save_pretrained(directory)
+    model.save_pretrained(directory)
     processor = ViTImageProcessor(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
                                   image_mean=IMAGENET_STANDARD_MEAN,
                                   image_std=IMAGENET_STANDARD_STD)
