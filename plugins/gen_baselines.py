@@ -80,11 +80,6 @@ class Text2Img(_Generative):
         return [TEXT2IMG_TEMPLATES[int(j)].format(label=class_names[y])
                 for j, y in zip(picks, labels, strict=True)]
 
-    def expand(self, images: Sequence[Image.Image], labels: Sequence[int],
-               class_names: Sequence[str], generator: torch.Generator) -> list[Any]:
-        with self.threads():
-            return self._expand(images, labels, class_names, generator)
-
     def _expand(self, images: Sequence[Image.Image], labels: Sequence[int],
                 class_names: Sequence[str], generator: torch.Generator) -> list[Any]:
         from sgid_bench_plugins import diffusion

@@ -108,6 +108,16 @@ class _Generative(Augmenter):
         finally:
             torch.set_num_threads(before)
 
+    def expand(self, images: Sequence[Image.Image], labels: Sequence[int],
+               class_names: Sequence[str], generator: torch.Generator) -> list[Any]:
+        """One augmented image per input (None when a filter drops it)."""
+        with self.threads():
+            return self._expand(images, labels, class_names, generator)
+
+    def _expand(self, images: Sequence[Image.Image], labels: Sequence[int],
+                class_names: Sequence[str], generator: torch.Generator) -> list[Any]:
+        raise NotImplementedError
+
     @staticmethod
     def _back_to_size(outs: Sequence[Image.Image], src: Sequence[Image.Image]) -> list[Any]:
         from PIL import Image
@@ -289,12 +299,6 @@ class SGID(_Generative):
         return [guidance_from_score(v) if v is not None else 1.0 for v in s], s
 
     # -- the expand stage ------------------------------------------------------------------
-
-    def expand(self, images: Sequence[Image.Image], labels: Sequence[int],
-               class_names: Sequence[str], generator: torch.Generator) -> list[Any]:
-        """One augmented image per input (None when the label filter drops it)."""
-        with self.threads():
-            return self._expand(images, labels, class_names, generator)
 
     def _expand(self, images: Sequence[Image.Image], labels: Sequence[int],
                 class_names: Sequence[str], generator: torch.Generator) -> list[Any]:

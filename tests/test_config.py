@@ -9,11 +9,6 @@ from sgid_bench.context import Context
 from sgid_bench.errors import UserError
 
 
-@pytest.fixture
-def context() -> Context:
-    return Context()
-
-
 def spec(**kw: object) -> RunSpec:
     base: dict[str, object] = {"method": "none", "backbone": "resnet50", "dataset": "shapes"}
     return RunSpec(**{**base, **kw})  # type: ignore[arg-type]

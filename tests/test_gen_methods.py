@@ -22,20 +22,6 @@ NAMES = ["red car", "tabby cat", "oak tree"]
 METHODS = ["sgid", "text2img", "sgid_diversecaption", "sgid_instructpix2pix"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # Tiny models: intra-op threads only spin on a loaded CPU (see test_generative.py).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def context(tmp_path: Path) -> Context:
-    return Context(cache_dir=tmp_path / "cache", gen_batch_size=4)
-
-
 def make_samples(n: int = 6, size: int = 32) -> list[tuple[Image.Image, int]]:
     rng = np.random.default_rng(2)
     return [(Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)), i % 3)

@@ -24,21 +24,6 @@ from sgid_bench_plugins.sgid import PAPER_MODELS, QUICK, SGID, TABLE8, TINY_MODE
 NAMES = ["red car", "tabby cat", "oak tree"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # The tiny models are far too small for intra-op threads: on a loaded CPU the extra
-    # threads only spin (8x slower here). Restored afterwards for other modules.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def context(tmp_path: Path) -> Context:
-    return Context(cache_dir=tmp_path / "cache", gen_batch_size=4)
-
-
 @pytest.fixture
 def images() -> list[Image.Image]:
     rng = np.random.default_rng(1)
