@@ -1,7 +1,7 @@
 """Training throughput of each backbone at its real architecture size (random weights):
-the module that ``Backbone.build()`` returns, trained the way the harness trains it
-(``trainable_parameters``, the recipe's optimizer, soft-target cross-entropy), against a
-plain PyTorch loop on the same module and data. Prints images/s and the harness overhead
+the module that ``Backbone.build()`` returns, trained by the harness's own data pipeline and
+epoch loop (``ImageSet`` + ``Trainer``), against a plain PyTorch loop (torchvision
+transforms, cross-entropy) on the same module and images. Prints images/s and the harness overhead
 ratio (harness time / plain time; target <= 1.05).
 
 The paper profile's checkpoints are stood in for by random-weight checkpoints of the real
@@ -19,16 +19,22 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual alias
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from sgid_bench.api import Backbone
 from sgid_bench.context import Context
+from sgid_bench.data import ImageSet, base_augmentation
 from sgid_bench.plugins import backbone_class
-from sgid_bench.train import make_optimizer, soft_cross_entropy
+from sgid_bench.train import FeatureHook, Trainer, make_optimizer, normalizer
 
 BACKBONES = ("resnet50", "vit", "clip_vit")
 NUM_CLASSES = 100
@@ -57,37 +63,67 @@ def write_random_checkpoints(models_dir: Path) -> None:
         (clip_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
 
 
-def harness_step(backbone: Backbone, model: torch.nn.Module, context: Context,
-                 dataset: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One training step as the harness takes it (one-hot targets, recipe optimizer)."""
-    opt = make_optimizer(backbone.recipe(context, dataset), backbone.trainable_parameters(model))
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        targets = F.one_hot(y, NUM_CLASSES).float()
-        opt.zero_grad(set_to_none=True)
-        with autocast(x.device):
-            logits = model(x)
-        soft_cross_entropy(logits, targets).backward()
-        opt.step()
-
-    return step
+def make_samples(n: int, size: int) -> list[tuple[Image.Image, int]]:
+    """Random RGB images at the backbone's input size, random labels (seeded)."""
+    rng = np.random.default_rng(0)
+    return [(Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)),
+             int(rng.integers(NUM_CLASSES))) for _ in range(n)]
 
 
-def plain_step(model: torch.nn.Module, optimizer: str, lr: float
-               ) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """The textbook loop: every parameter, torch's optimizer, integer-label cross-entropy."""
+def harness_epoch(backbone: Backbone, model: torch.nn.Module, samples: list[Any],
+                  context: Context, dataset: str, batch: int) -> Callable[[], None]:
+    """One epoch exactly as a run trains: the harness's ImageSet (per-sample seeded crop and
+    flip), its DataLoader settings, and Trainer's epoch (soft targets, recipe optimizer)."""
+    recipe = replace(backbone.recipe(context, dataset), batch_size=batch)
+    size = backbone.input_size(context)
+    normalize = normalizer(backbone, context.device)
+    trainer = Trainer(backbone, lambda: model, recipe, [], context.device, 0, normalize,
+                      NUM_CLASSES)
+    loader = DataLoader(ImageSet(samples, size, True, [], 0), batch_size=batch, shuffle=True,
+                        drop_last=True, pin_memory=context.device.startswith("cuda"))
+    opt = make_optimizer(recipe, backbone.trainable_parameters(model))
+    hook = FeatureHook(backbone, model, [])
+
+    def epoch() -> None:
+        trainer._epoch(model, loader, opt, hook, 0)
+
+    return epoch
+
+
+def plain_epoch(backbone: Backbone, model: torch.nn.Module, samples: list[Any],
+                context: Context, dataset: str, batch: int) -> Callable[[], None]:
+    """The textbook loop on the same module and images: a torchvision transform per sample,
+    every parameter, integer-label cross-entropy."""
+    recipe = backbone.recipe(context, dataset)
+    size = backbone.input_size(context)
+    mean, std = backbone.normalization()
+    tf = v2.Compose([v2.PILToTensor(), base_augmentation(size), v2.ToDtype(torch.float32, True),
+                     v2.Normalize(mean, std)])
+    class Plain(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return len(samples)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return tf(samples[i][0]), samples[i][1]
+
+    loader = DataLoader(Plain(), batch_size=batch, shuffle=True, drop_last=True,
+                        pin_memory=context.device.startswith("cuda"))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = (torch.optim.SGD(params, lr=lr, momentum=0.9) if optimizer == "sgd"
-           else torch.optim.AdamW(params, lr=lr))
+    opt = (torch.optim.SGD(params, lr=recipe.lr, momentum=0.9) if recipe.optimizer == "sgd"
+           else torch.optim.AdamW(params, lr=recipe.lr))
+    device = torch.device(context.device)
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        with autocast(x.device):
-            logits = model(x)
-        F.cross_entropy(logits.float(), y).backward()
-        opt.step()
+    def epoch() -> None:
+        model.train()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            with autocast(device):
+                logits = model(x)
+            F.cross_entropy(logits.float(), y).backward()
+            opt.step()
 
-    return step
+    return epoch
 
 
 def autocast(device: torch.device) -> Any:
@@ -95,15 +131,13 @@ def autocast(device: torch.device) -> Any:
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def timed(step: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor,
-          y: torch.Tensor, steps: int) -> float:
-    """Seconds per step over ``steps`` steps."""
-    sync(x.device)
+def timed(epoch: Callable[[], None], device: torch.device) -> float:
+    """Seconds for one epoch."""
+    sync(device)
     start = time.perf_counter()
-    for _ in range(steps):
-        step(x, y)
-    sync(x.device)
-    return (time.perf_counter() - start) / steps
+    epoch()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def sync(device: torch.device) -> None:
@@ -116,30 +150,29 @@ def measure(name: str, context: Context, args: argparse.Namespace) -> dict[str, 
     torch.manual_seed(0)
     model = backbone.build(NUM_CLASSES, context).to(args.device)
     size = backbone.input_size(context)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch_size, 3, size, size, generator=gen).to(args.device)
-    y = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=gen).to(args.device)
-    recipe = backbone.recipe(context, args.dataset)
-    steps = {"harness": harness_step(backbone, model, context, args.dataset),
-             "plain": plain_step(model, recipe.optimizer, recipe.lr)}
-    for step in steps.values():  # warm-up: allocator, kernels, optimizer state
-        timed(step, x, y, 1)
+    samples = make_samples(args.batch_size * args.steps, size)
+    loops = {kind: make(backbone, model, samples, context, args.dataset, args.batch_size)
+             for kind, make in (("harness", harness_epoch), ("plain", plain_epoch))}
+    device = torch.device(args.device)
+    for epoch in loops.values():  # warm-up: allocator, kernels, optimizer state
+        timed(epoch, device)
     # Alternate the two loops so drifting machine load hits both alike; keep the median.
-    times: dict[str, list[float]] = {k: [] for k in steps}
+    times: dict[str, list[float]] = {k: [] for k in loops}
     for _ in range(args.rounds):
-        for key, step in steps.items():
-            times[key].append(timed(step, x, y, args.steps))
-    per_step = {k: statistics.median(v) for k, v in times.items()}
-    return {"input": size, "harness_ips": args.batch_size / per_step["harness"],
-            "plain_ips": args.batch_size / per_step["plain"],
-            "ratio": per_step["harness"] / per_step["plain"]}
+        for key, epoch in loops.items():
+            times[key].append(timed(epoch, device))
+    per_epoch = {k: statistics.median(v) for k, v in times.items()}
+    n = len(samples)
+    return {"input": size, "harness_ips": n / per_epoch["harness"],
+            "plain_ips": n / per_epoch["plain"],
+            "ratio": per_epoch["harness"] / per_epoch["plain"]}
 
 
 def main(argv: list[str] | None = None) -> None:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20 if cuda else 2,
-                        help="timed steps per round")
+                        help="batches per timed epoch")
     parser.add_argument("--rounds", type=int, default=5 if cuda else 3,
                         help="alternating rounds per loop (the median is reported)")
     parser.add_argument("--batch-size", type=int, default=64 if cuda else 4)
