@@ -31,6 +31,8 @@ class Context:
     models_dir: Path | None = None
     cache_dir: Path | None = None
     gen_batch_size: int = 8
+    #: Largest batch one forward pass takes; bigger recipe batches accumulate gradients.
+    micro_batch: int | None = None
 
     def __post_init__(self) -> None:
         self.home = Path(self.home)

@@ -46,11 +46,15 @@ context_options = stack(
                  help="Generation cache [default: ~/.cache/sgid-bench/cache]."),
     click.option("--gen-batch-size", type=click.IntRange(min=1), default=8, show_default=True,
                  help="Images per generation batch."),
+    click.option("--micro-batch", type=click.IntRange(min=1), default=None,
+                 help="Largest training batch per forward pass; the recipe's batch is "
+                 "reached by gradient accumulation (when it does not fit in memory)."),
 )
 
 
 def make_context(profile: str, device: str, data_root: str | None, models_dir: str | None,
-                 cache_dir: str | None, gen_batch_size: int, dataset: str = "") -> Context:
+                 cache_dir: str | None, gen_batch_size: int, micro_batch: int | None = None,
+                 dataset: str = "") -> Context:
     """The run Context from the shared options; ``auto`` picks CUDA when there is one."""
     from sgid_bench.context import Context
 
@@ -60,4 +64,5 @@ def make_context(profile: str, device: str, data_root: str | None, models_dir: s
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return Context(profile=profile, device=device, dataset=dataset.partition(":")[0],
                    data_root=data_root, models_dir=models_dir,  # type: ignore[arg-type]
-                   cache_dir=cache_dir, gen_batch_size=gen_batch_size)  # type: ignore[arg-type]
+                   cache_dir=cache_dir, gen_batch_size=gen_batch_size,  # type: ignore[arg-type]
+                   micro_batch=micro_batch)

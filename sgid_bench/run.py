@@ -105,7 +105,7 @@ def train_and_evaluate(resolved: Resolved, context: Context, store: Store | None
     normalize = normalizer(backbone, context.device)
     trainer = Trainer(backbone, lambda: backbone.build(num_classes, context), resolved.recipe,
                       resolved.augmenters, context.device, seed, normalize, num_classes,
-                      progress)
+                      progress, micro_batch=context.micro_batch)
     fit = trainer.fit(train, val)
     ev = evaluate(fit.model, test, normalize, context.device, num_classes, splits.class_names)
     return {

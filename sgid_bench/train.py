@@ -57,11 +57,11 @@ class FeatureHook:
         if not module.training or self.targets is None:
             return None
         first = output[0] if isinstance(output, tuple) else output
-        channels_last = self.layer is not None and self.layer.channel_dim in (-1, first.dim() - 1)
-        feats = first.transpose(1, -1) if channels_last else first
+        tokens = self.layer is not None and self.layer.channel_dim in (-1, first.dim() - 1)
+        feats = first.transpose(1, -1) if tokens else first
         for stage in self.stages:
             feats, self.targets = stage.features(feats, self.targets, self.gen)  # type: ignore[attr-defined]
-        feats = feats.transpose(1, -1) if channels_last else feats
+        feats = feats.transpose(1, -1) if tokens else feats
         return (feats, *output[1:]) if isinstance(output, tuple) else feats
 
     def remove(self) -> None:

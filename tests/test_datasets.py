@@ -302,28 +302,53 @@ def _write_folder(data_root: Path) -> str:
     return f"imagefolder:{data_root / 'pics'}"
 
 
+def _write_case(name: str) -> Callable[[Path], str]:
+    def write(root: Path) -> str:
+        CASES[name][0](root / name)
+        return name
+
+    return write
+
+
+def _write_caltech(root: Path) -> str:
+    make_caltech101(root / "caltech101", ["accordion", "Faces_easy"], per_class=4)
+    return "caltech101"
+
+
+#: Every dataset (the seven on fixtures, imagefolder, the embedded one made small).
 RUNNABLE: dict[str, Callable[[Path], str]] = {
+    **{name: _write_case(name) for name in CASES},
+    # Enough CIFAR-10 test images that every class is in the test split.
+    "cifar10": lambda root: (make_cifar10(root / "cifar10", per_batch=20, n_test=10),
+                             "cifar10")[1],
+    "caltech101": _write_caltech,
     "imagefolder": _write_folder,
-    "dtd": lambda root: (make_dtd(root / "dtd", DTD_CLASSES), "dtd")[1],
-    "cifar10": lambda root: (make_cifar10(root / "cifar10", per_batch=20, n_test=10), "cifar10")[1],
+    "shapes": lambda root: "shapes",
 }
+SMALL = {"shapes": ["--param", "train_per_class=4", "--param", "test_per_class=2"],
+         "caltech101": ["--param", "train_per_class=2"]}
 
 
+@pytest.mark.parametrize("backbone", ["resnet50", "vit", "clip_vit"])
 @pytest.mark.parametrize("name", sorted(RUNNABLE))
-def test_cli_run_on_fixture_stores_per_class_accuracy(name: str, tmp_path: Path, runner: Any,
-                                                      db_url: str,
+def test_cli_run_on_fixture_stores_per_class_accuracy(name: str, backbone: str, tmp_path: Path,
+                                                      runner: Any, db_url: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from sgid_bench.cli import main
     from sgid_bench.store import Store
 
     skip_checksums(monkeypatch)
     dataset = RUNNABLE[name](tmp_path / "data")
-    result = runner.invoke(main, ["run", "--dataset", dataset, "--data-root",
-                                  str(tmp_path / "data"), "--param", "epochs=1",
-                                  "--device", "cpu"])
+    result = runner.invoke(main, ["run", "--dataset", dataset, "--backbone", backbone,
+                                  "--data-root", str(tmp_path / "data"), "--param", "epochs=1",
+                                  "--device", "cpu", *SMALL.get(name, [])])
     assert result.exit_code == 0, result.output
     (row,) = Store(db_url).runs(status="done", dataset=dataset)
-    expected = dataset_class(name)(**({"path": dataset.partition(":")[2]}
-                                      if name == "imagefolder" else {}))
+    params = {"path": dataset.partition(":")[2]} if name == "imagefolder" else {}
+    params.update(row.config["dataset"]["params"])
+    expected = dataset_class(name)(**params)
     expected.setup(Context(data_root=tmp_path / "data"))
-    assert sorted(row.per_class) == sorted(expected.class_names())
+    names = expected.class_names()
+    test = expected.load("test").samples
+    # Accuracy of every class that has test images, named as the dataset names it.
+    assert sorted(row.per_class) == sorted({names[test[i][1]] for i in range(len(test))})
