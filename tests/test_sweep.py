@@ -139,7 +139,7 @@ def test_bad_sweep_files(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_unknown_sweep_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(UserError, match="paper, quick"):
+    with pytest.raises(UserError, match="paper, published, quick"):
         find_sweep_file("nope")
 
 
