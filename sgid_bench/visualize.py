@@ -170,7 +170,8 @@ def render_grid(shown: Sequence[Shown], class_names: list[str], title: str, outp
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # Leave room for the title above the first row's labels (about 0.4 inch).
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.9 * len(shown))))
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)
     plt.close(fig)
