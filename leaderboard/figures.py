@@ -168,7 +168,8 @@ def figure_pngs(lb: Leaderboard) -> list[tuple[str, str, bytes]]:
             if fig is None:
                 continue
             buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=110)
+            # "tight" grows the canvas to hold a legend wider than the axes.
+            fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
             out.append((f"{_slug(table.backbone)}_{kind}.png",
                         f"{table.backbone}: {kind}", buf.getvalue()))
     return out
