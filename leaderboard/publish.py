@@ -25,8 +25,9 @@ _INTRO = """# sgid-bench leaderboard
 
 The embedded default's leaderboard (the shipped `published` sweep: ResNet-50 tiny preset on
 `shapes`, 3 seeds) is regenerated with `bash leaderboard/regenerate.sh`; any store with
-`sgid-bench leaderboard --db URL --publish DIR`. Numbers are top-1 accuracy (%) of finished runs in the store; see each table's caption for
-the test, the seeds and alpha. Runs with tiny models check the pipeline, not the methods.
+`sgid-bench leaderboard --db URL --publish DIR`. Numbers are top-1 accuracy (%) of
+finished runs in the store; see each table's caption for the test, the seeds and alpha.
+Runs with tiny models check the pipeline, not the methods.
 """
 
 
