@@ -110,3 +110,28 @@ def test_sgid_on_vit_completes_and_names_its_models(runner: CliRunner) -> None:
     assert any(k.startswith("sgid.") for k in row.models)
     assert row.extra["generated_images"] > 0
     assert "tiny/stable-diffusion" in result.stderr
+
+
+def test_a_second_generative_run_reuses_the_cache(runner: CliRunner, tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from sgid_bench.store import Generation
+
+    small = ["--param", "train_per_class=3", "--param", "test_per_class=1", *FAST,
+             "--cache-dir", str(tmp_path / "cache")]
+    first = invoke(runner, "run", "--method", "text2img", "--seed", "0", *small)
+    assert first.exit_code == 0, first.output
+    images = sorted((tmp_path / "cache").rglob("*.png"))
+    assert images
+    stamps = [p.stat().st_mtime_ns for p in images]
+    # Another training seed and backbone: same generation key, nothing generated again.
+    second = invoke(runner, "run", "--method", "text2img", "--seed", "1", "--backbone", "vit",
+                    *small)
+    assert second.exit_code == 0, second.output
+    assert sorted((tmp_path / "cache").rglob("*.png")) == images
+    assert [p.stat().st_mtime_ns for p in images] == stamps
+    with Store(os.environ["SGID_BENCH_DB"]).session() as s:
+        (gen,) = s.scalars(select(Generation)).all()
+    assert gen.status == "done"
+    assert gen.images == len(images)
+    assert {r.extra["generated_images"] for r in rows(DONE)} == {len(images)}
