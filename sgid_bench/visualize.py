@@ -111,17 +111,17 @@ def apply_method(resolved: Resolved, samples: Sequence[Any], class_names: list[s
                  indices: list[int], context: Context, seed: int) -> list[Shown]:
     """The method's image-level stages, in order, on ``samples[indices]``."""
     from sgid_bench.cache import generate
+    from sgid_bench.data import generation_keys
 
     shown = [Shown(i, int(samples[i][1]), samples[i][0].convert("RGB"),
                    samples[i][0].convert("RGB")) for i in indices]
-    chain: list[dict[str, Any]] = []
-    for aug, comp in zip(resolved.augmenters, resolved.config["augmenters"], strict=True):
+    # The training runs' keys, narrowed to the shown images: a cache of its own.
+    keys = iter(generation_keys(resolved, context))
+    for aug in resolved.augmenters:
         aug.setup(context)
         if "expand" in aug.stages():
-            chain.append({**comp, "models": aug.models_used(context)})
             alive = [s for s in shown if s.augmented is not None]
-            key = {"purpose": "show", "chain": list(chain), "indices": [s.index for s in alive],
-                   "dataset": resolved.config["dataset"]}
+            key = {**next(keys), "purpose": "show", "indices": [s.index for s in alive]}
             inputs = [(s.augmented, s.label) for s in alive if s.augmented is not None]
             result = generate(aug, inputs, class_names,
                               key=key, seed=seed, context=context)
