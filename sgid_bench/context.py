@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -39,6 +39,11 @@ class Context:
         self.data_root = Path(self.data_root) if self.data_root else self.home / "data"
         self.models_dir = Path(self.models_dir) if self.models_dir else self.home / "models"
         self.cache_dir = Path(self.cache_dir) if self.cache_dir else self.home / "cache"
+
+    def for_run(self, profile: str, dataset: str, seed: int) -> Context:
+        """A copy for one run: its profile, dataset name (an ``imagefolder:/path`` spec
+        gives ``imagefolder``) and seed."""
+        return replace(self, profile=profile, dataset=dataset.partition(":")[0], seed=seed)
 
     @property
     def tiny(self) -> bool:

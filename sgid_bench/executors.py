@@ -24,8 +24,8 @@ from sgid_bench.config import RunSpec, resolve
 from sgid_bench.context import Context
 from sgid_bench.errors import UserError
 from sgid_bench.run import Outcome, execute, generate
-from sgid_bench.store import DONE, FAILED, RUNNING, Store
-from sgid_bench.sweep import GenJob, Job, Plan, Resources, context_for
+from sgid_bench.store import DONE, FAILED, RUNNING, Store, process_alive
+from sgid_bench.sweep import GenJob, Job, Plan, Resources
 
 #: Size of the Ray cluster started when no --address is given.
 LOCAL_RAY_CPUS = 2
@@ -90,7 +90,7 @@ def generate_task(key: str, spec: RunSpec, settings: Settings,
     if upstream is not None and upstream.error:
         return GenResult(key, error=upstream.error)
     start = time.perf_counter()
-    context = context_for(spec, settings.context)
+    context = settings.context.for_run(spec.profile, spec.dataset, spec.seed)
     try:
         with generation_lock(context, key):
             images = generate(spec, store=_store(settings.db_url), context=context)
@@ -102,7 +102,7 @@ def generate_task(key: str, spec: RunSpec, settings: Settings,
 def run_task(spec: RunSpec, config_hash: str, settings: Settings,
              generation: GenResult | None = None) -> Outcome:
     """Execute one training run; a failure is recorded in the store and returned."""
-    store, context = _store(settings.db_url), context_for(spec, settings.context)
+    store, context = _store(settings.db_url), settings.context
     if generation is not None and generation.error:
         return record_failure(spec, generation.error, store, context, force=settings.force)
     try:
@@ -120,7 +120,7 @@ def record_failure(spec: RunSpec, error: str, store: Store, context: Context,
     shows it and ``--resume`` retries it."""
     from sgid_bench.run import claim_columns
 
-    resolved = resolve(spec, context)
+    resolved = resolve(spec, context.for_run(spec.profile, spec.dataset, spec.seed))
     chash, models = resolved.config_hash, resolved.config["models"]
     run_id = store.claim(chash, spec.seed, force=force, **claim_columns(resolved))
     if run_id is None:
@@ -135,7 +135,7 @@ def lost_worker(job: Job, error: str, store: Store, context: Context) -> Outcome
     store.reap_interrupted()
     row = store.get(job.config_hash, job.spec.seed)
     if row is None:
-        return record_failure(job.spec, error, store, context_for(job.spec, context))
+        return record_failure(job.spec, error, store, context)
     if row.status == DONE:
         return Outcome(DONE, job.config_hash, row.id, {"top1": row.top1})
     if row.status == RUNNING and row.host == socket.gethostname() and _gone(row.pid):
@@ -156,22 +156,11 @@ def _gone(pid: int | None, wait_s: float = 10.0) -> bool:
     if pid is None:
         return False
     deadline = time.monotonic() + wait_s
-    while not _ended(pid):
+    while process_alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
-
-
-def _ended(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    # The state follows the command name in parentheses, which may itself hold spaces.
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
 @dataclass

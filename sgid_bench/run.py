@@ -37,7 +37,7 @@ def execute(spec: RunSpec, *, store: Store, context: Context, force: bool = Fals
     User mistakes found before the run starts raise :class:`UserError` and store nothing;
     any failure after it started is recorded as failed and returned (a UserError found
     then, such as missing dataset files, is recorded and raised)."""
-    context.dataset, context.seed = spec.dataset.partition(":")[0], spec.seed
+    context = context.for_run(spec.profile, spec.dataset, spec.seed)
     resolved = resolve(spec, context)
     chash = resolved.config_hash
     # Missing dataset files are a user mistake: say so before anything is stored.
@@ -82,7 +82,7 @@ def generate(spec: RunSpec, *, store: Store | None, context: Context) -> int:
     number of generated images. Sweeps call it once per distinct generation."""
     from sgid_bench.data import load_splits
 
-    context.dataset, context.seed = spec.dataset.partition(":")[0], spec.seed
+    context = context.for_run(spec.profile, spec.dataset, spec.seed)
     return len(load_splits(resolve(spec, context), context, store).generated)
 
 

@@ -221,7 +221,7 @@ class Store:
         host = socket.gethostname()
         with self.session() as s:
             rows = s.scalars(select(Run).where(Run.status == RUNNING, Run.host == host)).all()
-            dead = [r for r in rows if r.pid is not None and not _alive(r.pid)]
+            dead = [r for r in rows if r.pid is not None and not process_alive(r.pid)]
             for r in dead:
                 r.status, r.finished_at = FAILED, utcnow()
                 r.error = f"interrupted: process {r.pid} on {host} ended before finishing"
@@ -246,7 +246,8 @@ def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still finish its run."""
     if pid == os.getpid():
         return True
     try:
@@ -261,4 +262,5 @@ def _alive(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    # The state follows the command name in parentheses, which may itself hold spaces.
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")

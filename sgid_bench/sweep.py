@@ -39,7 +39,7 @@ import itertools
 import json
 import tomllib
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -261,12 +261,6 @@ def generation_keys(resolved: Any, context: Context) -> list[str]:
     return [config_hash(key) for key in data.generation_keys(resolved, context)]
 
 
-def context_for(spec: RunSpec, base: Context) -> Context:
-    """The context of one run: the sweep's paths and device with the run's profile."""
-    return replace(base, profile=spec.profile, dataset=spec.dataset.partition(":")[0],
-                   seed=spec.seed)
-
-
 def make_plan(sweep: Sweep, store: Store, context: Context, *, resume: bool = False,
               force: bool = False) -> Plan:
     """Resolve every grid point (no model weights are loaded), de-duplicate by
@@ -283,7 +277,7 @@ def make_plan(sweep: Sweep, store: Store, context: Context, *, resume: bool = Fa
         # The config excludes the seed: resolve once per grid cell, not once per seed.
         cell = json.dumps([spec.method, spec.backbone, spec.dataset, spec.params])
         if cell not in resolved_cells:
-            ctx = context_for(spec, context)
+            ctx = context.for_run(spec.profile, spec.dataset, spec.seed)
             try:
                 resolved = resolve(spec, ctx)
             except UserError as exc:
