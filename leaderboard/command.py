@@ -19,22 +19,6 @@ if TYPE_CHECKING:
 FORMATS = ("table", "markdown", "csv", "latex", "html")
 
 
-def _check_db(url: str) -> None:
-    # Reading must not create an empty SQLite file where the user mistyped a path.
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return  # Store reports malformed URLs with its own message
-    db = parsed.database
-    if parsed.get_backend_name() == "sqlite" and db and db != ":memory:" \
-            and not db.startswith("file:") and not Path(db).exists():
-        raise UserError(f"no results database at {db!r}: pass --db URL or set SGID_BENCH_DB "
-                        "to the store your runs wrote to")
-
-
 def _render(lb: Leaderboard, fmt: str, details: bool, output: Path | None) -> None:
     from sgid_bench.leaderboard import render
     from sgid_bench.leaderboard.html import render_html
@@ -68,7 +52,7 @@ def _render(lb: Leaderboard, fmt: str, details: bool, output: Path | None) -> No
               "(repeatable).")
 @click.option("--method", "-m", "methods", multiple=True, help="Only this method "
               "(repeatable).")
-@click.option("--profile", "profiles", multiple=True, type=click.Choice(["quick", "paper"]),
+@click.option("--profile", "profiles", multiple=True, type=click.Choice(["quick", "tiny", "paper"]),
               help="Only runs of this profile (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
               show_default=True, help="Output format.")
@@ -100,14 +84,17 @@ def _leaderboard(db: str | None, backbones: tuple[str, ...], datasets: tuple[str
     from sgid_bench.leaderboard.table import build
     from sgid_bench.store import Store, default_url
 
-    url = db or default_url()
-    _check_db(url)
-    lb = build(Store(url), backbones=backbones, datasets=datasets, methods=methods,
-               profiles=profiles, alpha=alpha, reference=reference)
+    # Reading only: never create, migrate or write the database (it may be a read-only copy).
+    store = Store(db or default_url(), readonly=True)
+    try:
+        lb = build(store, backbones=backbones, datasets=datasets, methods=methods,
+                   profiles=profiles, alpha=alpha, reference=reference)
+    finally:
+        store.close()
     if not lb.tables:
-        raise UserError(f"no finished runs in {url} match the filters: run `sgid-bench run` "
-                        "or `sgid-bench sweep` first, or relax --backbone/--dataset/--method/"
-                        "--profile")
+        raise UserError(f"no finished runs in {store.where} match the filters: run "
+                        "`sgid-bench run` or `sgid-bench sweep` first, or relax --backbone/"
+                        "--dataset/--method/--profile")
     _render(lb, fmt, details, output)
     if output:
         click.echo(f"wrote {output}", err=True)

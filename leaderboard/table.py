@@ -9,6 +9,7 @@ same method, the config leaves that tell them apart become the row's ``variant``
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,8 @@ from sgid_bench.leaderboard.reference import (
     load_reference,
 )
 from sgid_bench.store import Run, Store
+
+log = logging.getLogger(__name__)
 
 PAPER_BACKBONES = ("resnet50", "vit", "clip_vit")
 MEASURED, REFERENCE = "measured", "reference"
@@ -166,6 +169,7 @@ def build(
     runs = [r for r in store.runs(
         status="done", backbone=list(backbones) or None, dataset=list(datasets) or None,
         method=list(methods) or None, profile=list(profiles) or None,
+        on_invalid=_skip_unreadable,
     ) if r.top1 is not None]
     ref: Reference = {}
     if reference:
@@ -178,6 +182,12 @@ def build(
     tables = [build_table(b, by_backbone.get(b, []), alpha, ref)
               for b in sorted(names, key=_order_key(PAPER_BACKBONES))]
     return Leaderboard(tables, alpha, reference)
+
+
+def _skip_unreadable(run_id: int, reason: str) -> None:
+    # One damaged row must not hide every other result.
+    log.warning("skipped run %s: its stored data is unreadable (%s); inspect or delete the "
+                "row (runs.id = %s) in the store", run_id, reason, run_id)
 
 
 def build_table(backbone: str, runs: Iterable[Run], alpha: float, ref: Reference) -> Table:

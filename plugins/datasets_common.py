@@ -3,8 +3,13 @@ front, a seeded stratified split, and class-name cleaning."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
-from collections.abc import Sequence
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -94,6 +99,115 @@ def per_class_split(targets: Sequence[int], n_keep: int, seed: int
         keep += [idx[j] for j in order[:k]]
         rest += [idx[j] for j in order[k:]]
     return sorted(keep), sorted(rest)
+
+
+#: Image file suffixes read from folders (torchvision's ``IMG_EXTENSIONS``).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Scan:
+    """Image files found under a folder: resolved paths, and what was skipped."""
+
+    paths: list[Path] = field(default_factory=list)
+    not_regular: list[Path] = field(default_factory=list)  # FIFOs, sockets, devices
+    repeated: int = 0  # files reached a second time through a link
+    loops: list[Path] = field(default_factory=list)  # directory links back into the tree
+
+
+def scan_images(folder: Path, fences: Iterable[Path] = ()) -> Scan:
+    """Every image file under ``folder``, each once, in sorted order (as torchvision's
+    ImageFolder lists them).
+
+    Directory links are followed, except one leading to a directory visited before, to
+    ``folder`` or one of its parents (a link loop), or to one of ``fences`` (the other class
+    folders of a dataset: their images would get this folder's label). Files are
+    identified by their resolved path, so a file reached through several links counts
+    once. Only regular files are kept: a FIFO named like an image blocks its reader
+    forever."""
+    top = folder.resolve()
+    seen = {_inode(p) for p in (top, *top.parents, *fences) if p.exists()}
+    scan, files = Scan(), set[Path]()
+    for here, dirs, names in os.walk(top, followlinks=True):
+        for name in sorted(names):
+            _add_file(Path(here) / name, scan, files)
+        kept = []
+        for d in sorted(dirs):
+            if d.startswith("."):
+                continue
+            try:
+                node = _inode(Path(here) / d)
+            except OSError:  # a dangling link
+                continue
+            if node in seen:
+                scan.loops.append(Path(here) / d)
+                continue
+            seen.add(node)
+            kept.append(d)
+        dirs[:] = kept  # os.walk descends only into these
+    return scan
+
+
+def _inode(path: Path) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def _add_file(path: Path, scan: Scan, files: set[Path]) -> None:
+    if path.name.startswith(".") or not path.name.lower().endswith(IMAGE_SUFFIXES):
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # a dangling link
+        return
+    if not stat.S_ISREG(mode):
+        scan.not_regular.append(path)
+        return
+    real = path.resolve()
+    if real in files:
+        scan.repeated += 1
+        return
+    files.add(real)
+    scan.paths.append(real)
+
+
+def content_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def duplicate_content(splits: dict[str, Sequence[Path]]) -> list[tuple[str, str, Path, Path]]:
+    """(split a, split b, file a, file b) for files of different splits with the same
+    bytes. Only files whose size occurs in two splits are read."""
+    by_size: dict[int, list[tuple[str, Path]]] = {}
+    for split, paths in splits.items():
+        for path in paths:
+            by_size.setdefault(path.stat().st_size, []).append((split, path))
+    found: list[tuple[str, str, Path, Path]] = []
+    for group in by_size.values():
+        if len({split for split, _ in group}) < 2:
+            continue
+        first: dict[str, tuple[str, Path]] = {}
+        for split, path in group:
+            digest = content_digest(path)
+            if digest in first and first[digest][0] != split:
+                found.append((first[digest][0], split, first[digest][1], path))
+            first.setdefault(digest, (split, path))
+    return found
+
+
+class ImageFiles:
+    """``(PIL image, label)`` by index from a list of file paths, opened on access."""
+
+    def __init__(self, paths: Sequence[Path], targets: Sequence[int]) -> None:
+        self.paths, self.targets = list(paths), list(targets)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int]:
+        from PIL import Image
+
+        return Image.open(self.paths[i]), self.targets[i]
 
 
 _NUMBER_PREFIX = re.compile(r"^\d+\.")

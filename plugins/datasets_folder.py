@@ -7,13 +7,22 @@ seeded, stratified ``test_fraction``.
 
 from __future__ import annotations
 
+import sys
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sgid_bench.api import Dataset, Split
 from sgid_bench.errors import UserError
-from sgid_bench_plugins.datasets_common import Samples, clean_class_name, stratified_split
+from sgid_bench_plugins.datasets_common import (
+    ImageFiles,
+    Samples,
+    Scan,
+    clean_class_name,
+    duplicate_content,
+    scan_images,
+    stratified_split,
+)
 
 if TYPE_CHECKING:
     from sgid_bench.context import Context
@@ -65,11 +74,9 @@ class ImageFolderDataset(Dataset):
     def class_names(self) -> list[str]:
         return [clean_class_name(f) for f in self._folders]
 
-    def _read(self, directory: Path, every_class: bool) -> Samples:
-        """Every image under ``directory/<class>/``, labelled by the train split's classes;
-        with ``every_class``, a class folder without images is an error."""
-        from torchvision.datasets import ImageFolder
-
+    def _scan(self, directory: Path) -> tuple[list[Path], list[int]]:
+        """Files and labels of ``directory/<class>/`` (each file once, regular files only),
+        labelled by the train split's classes."""
         found = _class_dirs(directory)
         if not found:
             raise UserError(f"imagefolder: no class folders in {directory}; {LAYOUT}")
@@ -77,24 +84,60 @@ class ImageFolderDataset(Dataset):
         if extra:
             raise UserError(f"imagefolder: {directory} has class folders missing from "
                             f"{self._train_dir}: {', '.join(extra)}")
-        folder = ImageFolder(str(directory), allow_empty=True)
-        index = {name: i for i, name in enumerate(self._folders)}
-        # ImageFolder also reads hidden folders (.ipynb_checkpoints): their files are skipped.
-        targets = [index.get(folder.classes[t], -1) for t in folder.targets]
-        kept = [i for i, t in enumerate(targets) if t >= 0]
-        if not kept:
+        paths: list[Path] = []
+        targets: list[int] = []
+        claimed: set[Path] = set()
+        for label, folder in enumerate(self._folders):
+            if folder not in found:
+                continue
+            fences = [directory / f for f in found if f != folder]
+            scan = scan_images(directory / folder, fences)
+            _report(directory / folder, scan)
+            # One file under two class folders (a link) would carry two labels: first wins.
+            kept = [p for p in scan.paths if p not in claimed]
+            if len(kept) < len(scan.paths):
+                _warn(f"{len(scan.paths) - len(kept)} file(s) in {directory / folder} are "
+                      "also in another class folder (links): kept in the first class only")
+            claimed.update(kept)
+            paths += kept
+            targets += [label] * len(kept)
+        return paths, targets
+
+    def _samples(self, directory: Path, paths: list[Path], targets: list[int],
+                 every_class: bool) -> Samples:
+        if not paths:
             raise UserError(f"imagefolder: no images found in {directory}; {LAYOUT}")
-        present = {targets[i] for i in kept}
-        empty = [f for i, f in enumerate(self._folders) if i not in present]
+        empty = [f for i, f in enumerate(self._folders) if i not in set(targets)]
         if every_class and empty:
             raise UserError(f"imagefolder: class folder(s) without images in {directory}: "
                             f"{', '.join(empty)}")
-        return Samples(folder, targets, kept)
+        return Samples(ImageFiles(paths, targets), targets)
+
+    @cached_property
+    def _presplit(self) -> dict[str, tuple[list[Path], list[int]]]:
+        """Every split's files, each file in one split only: a file reached from two
+        splits (a link) stays in the later of test, val, train, so the test set is as laid
+        out and never leaks into training."""
+        out: dict[str, tuple[list[Path], list[int]]] = {}
+        claimed: set[Path] = set()
+        for split in reversed(self.splits):  # test, (val,) train
+            paths, targets = self._scan(self.root / split)
+            keep = [i for i, p in enumerate(paths) if p not in claimed]
+            if len(keep) < len(paths):
+                _warn(f"{len(paths) - len(keep)} file(s) of {self.root / split} are also in "
+                      f"a later split (links): left out of {split}")
+            out[split] = ([paths[i] for i in keep], [targets[i] for i in keep])
+            claimed.update(out[split][0])
+        _warn_duplicate_content({s: p for s, (p, _) in out.items()})
+        return out
 
     @cached_property
     def _flat_split(self) -> dict[str, Samples]:
-        everything = self._read(self.root, every_class=True)
+        paths, targets = self._scan(self.root)
+        everything = self._samples(self.root, paths, targets, every_class=True)
         train, test = stratified_split(everything.targets, self.test_fraction, self.split_seed)
+        _warn_duplicate_content({"train": [paths[i] for i in train],
+                                 "test": [paths[i] for i in test]})
         return {"train": everything.subset(train), "test": everything.subset(test)}
 
     def load(self, split: str) -> Split:
@@ -102,9 +145,36 @@ class ImageFolderDataset(Dataset):
             raise UserError(f"imagefolder has no split {split!r}; splits: {', '.join(self.splits)}")
         if not self.presplit:
             return Split(self._flat_split[split], self.class_names())
-        samples = self._read(self.root / split, every_class=split == "train")
+        paths, targets = self._presplit[split]
+        samples = self._samples(self.root / split, paths, targets, every_class=split == "train")
         return Split(samples, self.class_names())
 
     def setup(self, context: Context) -> None:
         # Fail early (before any training) on a folder without classes.
         self.class_names()
+
+
+def _warn(message: str) -> None:
+    print(f"sgid-bench: warning: imagefolder: {message}", file=sys.stderr)
+
+
+def _report(folder: Path, scan: Scan) -> None:
+    """Say what a scan skipped: link loops, repeated files, files that are not regular."""
+    if scan.loops:
+        _warn(f"{folder}: directory link(s) leading back into the folder not followed: "
+              f"{', '.join(str(p) for p in scan.loops[:3])}")
+    if scan.repeated:
+        _warn(f"{folder}: {scan.repeated} file(s) reached through more than one path "
+              "(links) counted once")
+    if scan.not_regular:
+        _warn(f"{folder}: skipped {len(scan.not_regular)} entries that are not regular files "
+              f"(FIFOs, sockets, devices): {', '.join(str(p) for p in scan.not_regular[:3])}")
+
+
+def _warn_duplicate_content(splits: dict[str, list[Path]]) -> None:
+    pairs = duplicate_content(splits)
+    if pairs:
+        a, b, pa, pb = pairs[0]
+        _warn(f"{len(pairs)} image(s) have identical bytes in two splits (e.g. {pa} in {a} "
+              f"and {pb} in {b}): test accuracy on them measures memory, not "
+              "generalisation; remove the copies")

@@ -7,9 +7,12 @@ every plugin module, and plugin modules subclass these classes at import.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from sgid_bench.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -77,7 +80,8 @@ class Augmenter(Plugin):
     - ``expand(images, labels, class_names, generator) -> list[PIL.Image]``: offline, one
       new image per input (generative methods). The harness batches, caches on disk and
       resumes. ``images`` are RGB PIL images, ``labels`` ints, ``generator`` a CPU
-      ``torch.Generator`` seeded for this batch.
+      ``torch.Generator`` seeded for this batch (a list, one per image: see
+      ``per_image_generators``).
     - ``transform(image, generator) -> image``: per training sample, uint8 CHW tensor in
       and out.
     - ``mix(images, targets, generator) -> (images, targets)``: per batch; images float
@@ -88,9 +92,17 @@ class Augmenter(Plugin):
       transformers (:attr:`FeatureLayer.channel_dim` says which dim holds channels).
 
     ``group`` places the method in the leaderboard (backbone, perturbation, generative).
+
+    ``per_image_generators = True`` makes ``expand``'s ``generator`` a list with one
+    ``torch.Generator`` per input, seeded from (generation seed, image index); an augmenter
+    that draws image i's randomness from ``generator[i]`` alone (diffusers pipelines take
+    such a list) makes images that do not depend on ``--gen-batch-size``. Without it, the
+    images depend on the batching, so a non-default batch size is part of the cache key and
+    of the config hash.
     """
 
     group: ClassVar[str] = "perturbation"
+    per_image_generators: ClassVar[bool] = False
 
     @classmethod
     def stages(cls) -> tuple[str, ...]:
@@ -98,10 +110,19 @@ class Augmenter(Plugin):
         return tuple(s for s in STAGES if callable(getattr(cls, s, None)))
 
 
+#: The optimizers the trainer builds (``Recipe.optimizer``).
+OPTIMIZERS = ("sgd", "adamw")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A training recipe. ``lr_grid`` (if not empty) is searched on the validation split
-    and the best lr is kept; ``milestones`` are epochs where lr is multiplied by ``gamma``."""
+    and the best lr is kept; ``milestones`` are epochs where lr is multiplied by ``gamma``;
+    ``label_smoothing`` mixes the training targets with the uniform distribution.
+
+    Every field is checked by type and range when a recipe is made (a backbone's default
+    or ``--param train.key=value``), so a bad value is a :class:`UserError` before any run
+    is stored, never a failed run with a raw error."""
 
     optimizer: str = "adamw"  # "sgd" | "adamw"
     lr: float = 1e-3
@@ -114,8 +135,54 @@ class Recipe:
     lr_grid: tuple[float, ...] = ()
     label_smoothing: float = 0.0
 
+    def __post_init__(self) -> None:
+        first = next(_recipe_problems(self), None)
+        if first is not None:
+            name, problem = first
+            raise UserError(f"invalid training parameter {name}={getattr(self, name)!r}: "
+                            f"{problem}; set a valid one with --param train.{name}=...")
+        # Normalise what the checks accepted (1 -> 1.0, [30, 60] -> (30, 60)) so equal
+        # recipes hash the same.
+        for name in ("lr", "weight_decay", "momentum", "gamma", "label_smoothing"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+        object.__setattr__(self, "lr_grid", tuple(float(v) for v in self.lr_grid))
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _recipe_problems(r: Recipe) -> Iterator[tuple[str, str]]:
+    """(field, what is wrong) for every invalid field of ``r``."""
+    if r.optimizer not in OPTIMIZERS:
+        yield "optimizer", f"unknown optimizer; use one of {', '.join(OPTIMIZERS)}"
+    for name in ("epochs", "batch_size"):
+        if not _is_int(getattr(r, name)) or getattr(r, name) < 1:
+            yield name, "must be an integer >= 1"
+    for name in ("lr", "gamma"):
+        if not _is_number(getattr(r, name)) or getattr(r, name) <= 0:
+            yield name, "must be a finite number > 0"
+    if not _is_number(r.weight_decay) or r.weight_decay < 0:
+        yield "weight_decay", "must be a finite number >= 0"
+    if not _is_number(r.momentum) or not 0 <= r.momentum < 1:
+        yield "momentum", "must be a number in [0, 1)"
+    if not _is_number(r.label_smoothing) or not 0 <= r.label_smoothing < 1:
+        yield "label_smoothing", "must be a number in [0, 1)"
+    ms = r.milestones
+    if not isinstance(ms, (tuple, list)) or not all(_is_int(m) and m > 0 for m in ms) or any(
+            a >= b for a, b in zip(ms, ms[1:], strict=False)):
+        yield "milestones", "must be a list of increasing positive epochs, e.g. [30, 60]"
+    if not isinstance(r.lr_grid, (tuple, list)) or not all(
+            _is_number(v) and v > 0 for v in r.lr_grid):
+        yield "lr_grid", "must be a list of finite learning rates > 0"
 
 
 @dataclass

@@ -5,10 +5,15 @@ Layout: ``<cache_dir>/<key hash>/`` holds ``key.json`` (the key), and per image
 PNG, the augmenter's metadata: prompt, caption, s*, g...). The JSON is written last, so
 it marks a finished image; both files are written atomically (temp file + rename).
 
-Batches cover fixed index ranges ``[b, b + gen_batch_size)`` and each batch's generator is
-seeded from (seed, b), so a resumed or repeated run regenerates exactly the same images;
-a batch is redone only when one of its images is missing or its file fails the hash check
-(and only those images are written).
+Batches cover fixed index ranges ``[b, b + gen_batch_size)``. An augmenter with
+``per_image_generators`` gets one generator per image, seeded from (seed, image index):
+its images do not depend on the batch size at all. Any other augmenter gets one generator
+per batch, seeded from (seed, b): its images depend on the batch size, so a batch size
+other than :data:`DEFAULT_GEN_BATCH` becomes part of the key (:func:`effective_key`) and
+never reuses images made with another. Either way a resumed or repeated run regenerates
+exactly the same images; a batch is redone only when one of its images is missing or its
+file fails the hash check (and only those images are written). A metadata file that is
+not what this module wrote (``null``, garbage) counts as corrupted and is regenerated.
 
 Optional augmenter hooks used here (see ``sgid_bench_plugins.sgid``): ``last_info`` (list
 of JSON-able dicts, one per input of the last ``expand``), ``select(infos, labels)`` (a
@@ -92,6 +97,27 @@ def prepare(augmenter: Augmenter, context: Context) -> None:
         augmenter._sgid_cache_context = context  # type: ignore[attr-defined]
 
 
+#: The generation batch size whose images are keyed without it (the CLI's default), so
+#: caches and results made before the batch size was keyed stay valid.
+DEFAULT_GEN_BATCH = 8
+
+
+def batch_dependent(augmenter: Augmenter | type[Augmenter]) -> bool:
+    """Whether the images of ``augmenter`` depend on how they are batched (one generator
+    per batch, not :attr:`~sgid_bench.api.Augmenter.per_image_generators`)."""
+    return not getattr(augmenter, "per_image_generators", False)
+
+
+def effective_key(augmenter: Augmenter | type[Augmenter], key: dict[str, Any],
+                  context: Context) -> dict[str, Any]:
+    """``key`` plus the generation batch size when the images depend on it (and it is
+    not the default): other batch sizes never share images."""
+    size = max(1, int(context.gen_batch_size))
+    if batch_dependent(augmenter) and size != DEFAULT_GEN_BATCH:
+        return {**key, "gen_batch_size": size}
+    return key
+
+
 def key_hash(key: dict[str, Any]) -> str:
     return config_hash(key)
 
@@ -105,17 +131,16 @@ def generate(augmenter: Augmenter, samples: Sequence[tuple[Image.Image, int]],
              class_names: list[str], *, key: dict[str, Any], seed: int, context: Context,
              store: Store | None = None) -> Result:
     """:func:`expand_samples` with the records (metadata included) and statistics."""
+    key = effective_key(augmenter, key, context)
     root = cache_path(key, context)
-    root.mkdir(parents=True, exist_ok=True)
-    if not (root / "key.json").exists():
-        _atomic_write(root / "key.json", json.dumps(key, indent=1, sort_keys=True,
-                                                    default=str).encode())
-    gen_id = _record_start(store, augmenter, key, seed, root, context)
     n, size = len(samples), max(1, int(context.gen_batch_size))
     stats, fresh = Stats(), {}
     done = {i: _finished(root, i, seed, stats) for i in range(n)}
     todo = [b for b in range(0, n, size) if not all(done[i] for i in range(b, min(b + size, n)))]
     stats.reused = sum(1 for v in done.values() if v)
+    if todo:  # a complete cache is only read: it may be read-only
+        _prepare_folder(root, key, n - stats.reused)
+    gen_id = _record_start(store, augmenter, key, seed, root, context)
     if todo:
         start = time.perf_counter()
         prepare(augmenter, context)
@@ -157,14 +182,45 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _prepare_folder(root: Path, key: dict[str, Any], missing: int) -> None:
+    """Create the key's folder (and ``key.json``) before generating into it."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / "key.json").exists():
+            _atomic_write(root / "key.json", json.dumps(key, indent=1, sort_keys=True,
+                                                        default=str).encode())
+        probe = tempfile.TemporaryFile(dir=root)  # fails early on a read-only cache
+        probe.close()
+    except OSError as exc:
+        from sgid_bench.errors import UserError
+
+        raise UserError(f"generation cache {root} cannot be written ({exc.strerror}) and "
+                        f"misses {missing} image(s): make it writable or pass another "
+                        "--cache-dir") from None
+
+
+def _valid_meta(meta: Any) -> bool:
+    """Whether ``meta`` is an image record as :func:`_write` makes it."""
+    return (isinstance(meta, dict) and isinstance(meta.get("dropped"), bool)
+            and isinstance(meta.get("label"), int)
+            and (meta["dropped"] or isinstance(meta.get("sha256"), str)))
+
+
 def _finished(root: Path, index: int, seed: int, stats: Stats) -> bool:
-    """Whether image ``index`` is on disk and intact (a hash mismatch counts as corrupted)."""
+    """Whether image ``index`` is on disk and intact (a hash mismatch, or metadata that is
+    not a record, counts as corrupted)."""
     stem = _stem(root, index, seed)
     try:
         meta = json.loads(stem.with_suffix(".json").read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return False
-    if meta.get("dropped"):
+    except (OSError, ValueError):
+        stats.corrupted += 1
+        return False
+    if not _valid_meta(meta):
+        stats.corrupted += 1
+        return False
+    if meta["dropped"]:
         return True
     try:
         data = stem.with_suffix(".png").read_bytes()
@@ -213,7 +269,9 @@ def _run_batch(augmenter: Augmenter, samples: Sequence[tuple[Image.Image, int]],
 
     images = [samples[i][0] for i in idx]
     labels = [int(samples[i][1]) for i in idx]
-    out = augmenter.expand(images, labels, class_names, generator("expand", seed, idx[0]))  # type: ignore[attr-defined]
+    gen: Any = (generator("expand", seed, idx[0]) if batch_dependent(augmenter)
+                else [generator("expand", seed, i) for i in idx])
+    out = augmenter.expand(images, labels, class_names, gen)  # type: ignore[attr-defined]
     if len(out) != len(idx):
         raise RuntimeError(f"{augmenter.name}.expand returned {len(out)} images for "
                            f"{len(idx)} inputs (it must return one per input, None to drop)")
@@ -232,10 +290,12 @@ def _fit(augmenter: Augmenter, samples: Sequence[tuple[Image.Image, int]],
 
     path = root / f"fit-s{seed}.json"
     try:
-        augmenter.load_state(json.loads(path.read_text()))  # type: ignore[attr-defined]
-        return
-    except (OSError, ValueError):
-        pass
+        state = json.loads(path.read_text())
+        if state is not None:
+            augmenter.load_state(state)  # type: ignore[attr-defined]
+            return
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        pass  # missing or corrupt: fitted again below
     state = augmenter.fit(samples, class_names, generator("fit", seed))  # type: ignore[attr-defined]
     _atomic_write(path, canonical_json(state).encode())
 

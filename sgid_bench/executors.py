@@ -69,13 +69,20 @@ def generation_lock(context: Context, key: str) -> Iterator[None]:
     """Hold an exclusive lock on generation ``key`` in this cache directory.
 
     The kernel drops the lock when its process dies, so a killed worker never leaves a
-    generation locked."""
+    generation locked. A cache where no lock file can be made (read-only) goes on without
+    one: no process can write there, so none races; a complete cache is only read, and an
+    incomplete one fails with the cache's own one-line error."""
     import fcntl
 
     assert context.cache_dir is not None
     path = Path(context.cache_dir) / ".locks" / f"{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -243,8 +250,34 @@ def _init_ray(ray: Any, address: str | None, num_cpus: int) -> None:
                         "(auto or ray://host:10001) or drop it to run locally") from None
 
 
+def infeasible(resources: Resources, nodes: list[dict[str, float]]) -> str | None:
+    """Why no node of a cluster (each node's total resources, Ray's ``CPU`` / ``GPU``)
+    can run a task asking for ``resources``, or None when one can. Ray would queue such a
+    task forever, in silence."""
+    asked = {"CPU": resources.num_cpus, "GPU": resources.num_gpus}
+    if any(all(node.get(k, 0.0) >= v for k, v in asked.items()) for node in nodes):
+        return None
+    biggest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
+    return (f"every Ray task of this sweep asks for {resources.num_cpus:g} CPU(s) and "
+            f"{resources.num_gpus:g} GPU(s), but no node of the cluster has that much "
+            f"({len(nodes)} node(s); the largest has {biggest.get('CPU', 0.0):g} CPU(s) and "
+            f"{biggest.get('GPU', 0.0):g} GPU(s)): lower num_cpus / num_gpus in the sweep's "
+            "[resources], or add nodes (--num-cpus for the local cluster)")
+
+
+def _slots(resources: Resources, total: dict[str, float]) -> int:
+    """How many tasks the cluster runs at once (the rest wait for resources)."""
+    fits = [total.get(k, 0.0) // v for k, v in
+            (("CPU", resources.num_cpus), ("GPU", resources.num_gpus)) if v > 0]
+    return int(min(fits)) if fits else 0
+
+
 def _submit_and_wait(ray: Any, plan: Plan, settings: Settings, resources: Resources,
                      listener: Listener) -> Report:
+    nodes = [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+    problem = infeasible(resources, nodes)
+    if problem:
+        raise UserError(problem)
     opts = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus,
             "max_retries": resources.max_retries}
     gen_remote = ray.remote(generate_task).options(**opts)
@@ -260,8 +293,7 @@ def _submit_and_wait(ray: Any, plan: Plan, settings: Settings, resources: Resour
         ref = run_remote.remote(job.spec, job.config_hash, settings,
                                 gen_refs.get(job.generation) if job.generation else None)
         pending[ref] = job
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    listener("slots", None, int(cpus // resources.num_cpus) if resources.num_cpus else 0)
+    listener("slots", None, _slots(resources, ray.cluster_resources()))
     for item in pending.values():
         listener("start", item, None)
     store = _store(settings.db_url)

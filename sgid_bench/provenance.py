@@ -35,15 +35,22 @@ def versions() -> dict[str, str]:
 @lru_cache(maxsize=1)
 def git_revision() -> str | None:
     """The git revision of the sgid-bench checkout (``+dirty`` with local changes), if any."""
-    here = Path(__file__).resolve().parent
+    return revision_of(Path(__file__).resolve().parent)
+
+
+def revision_of(directory: Path) -> str | None:
+    """The git revision of the repository holding ``directory`` (``+dirty`` with changes).
+
+    ``--no-optional-locks``: a plain ``git status`` refreshes the index under
+    ``.git/index.lock``, which makes the user's own concurrent git commands fail."""
+    git = ["git", "--no-optional-locks", "-C", str(directory)]
     try:
-        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
+        rev = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10)
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None

@@ -4,6 +4,7 @@ model selection on validation (never on test), lr grid search on validation."""
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sgid_bench.api import Augmenter, Backbone, Recipe
+from sgid_bench.errors import UserError
 from sgid_bench.rng import generator
 
 if TYPE_CHECKING:
@@ -69,10 +71,28 @@ class FeatureHook:
             self.handle.remove()
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+class DivergedError(UserError):
+    """The training loss became NaN or infinite: the run is recorded as failed with this
+    one-line message (never as done); the fix is the user's (a lower lr)."""
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                       label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy against probability targets (mixed by the mix / features stages),
+    smoothed towards the uniform distribution by ``label_smoothing``."""
     import torch
 
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / targets.shape[1]
     return -(targets * torch.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def check_finite(loss: float, epoch: int) -> None:
+    """Stop a run whose loss is NaN / inf: its weights are garbage from here on."""
+    if not math.isfinite(loss):
+        raise DivergedError(f"training diverged at epoch {epoch + 1} (loss {loss}): lower the "
+                            "learning rate (--param train.lr=...) or check the method's "
+                            "mix / features stage")
 
 
 def make_optimizer(recipe: Recipe, params: Sequence[Any]) -> Any:
@@ -105,11 +125,18 @@ class Trainer:
         validation top-1."""
         grid = self.recipe.lr_grid or (self.recipe.lr,)
         best: FitResult | None = None
+        diverged: DivergedError | None = None
         for lr in grid:
-            result = self.fit_one(train, val, replace(self.recipe, lr=lr))
+            try:
+                result = self.fit_one(train, val, replace(self.recipe, lr=lr))
+            except DivergedError as exc:  # in a grid, a diverging lr is a losing candidate
+                diverged = exc
+                continue
             if best is None or result.val.top1 > best.val.top1:
                 best = result
-        assert best is not None
+        if best is None:
+            assert diverged is not None
+            raise diverged
         return best
 
     def fit_one(self, train: Any, val: Any, recipe: Recipe) -> FitResult:
@@ -172,9 +199,12 @@ class Trainer:
                 hook.targets, hook.gen = t[sl], gen
                 with amp:
                     logits = model(x[sl])
-                loss = soft_cross_entropy(logits, hook.targets) * (sl.stop - sl.start) / len(x)
+                loss = soft_cross_entropy(logits, hook.targets, self.recipe.label_smoothing)
+                loss = loss * (sl.stop - sl.start) / len(x)
+                value = float(loss.detach())
+                check_finite(value, epoch)
                 loss.backward()
-                total += float(loss.detach()) * len(x)
+                total += value * len(x)
             hook.targets = None
             opt.step()
             count += len(x)

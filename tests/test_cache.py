@@ -17,7 +17,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from sgid_bench.api import Augmenter
-from sgid_bench.cache import cache_path, expand_samples, generate, key_hash
+from sgid_bench.cache import cache_path, effective_key, expand_samples, generate, key_hash
 from sgid_bench.config import config_hash
 from sgid_bench.context import Context
 from sgid_bench.store import Generation, Store
@@ -71,6 +71,12 @@ KEY = {"chain": [{"name": "shift_test", "version": "1", "params": {"amount": 50}
        "dataset": {"name": "toy", "version": "1", "params": {}}}
 
 
+def folder(context: Context, key: dict[str, Any] = KEY) -> Path:
+    """The cache folder of ``key`` for Shift (whose batch generators make a non-default
+    batch size part of the key)."""
+    return cache_path(effective_key(Shift, key, context), context)
+
+
 def pixels(pairs: list[tuple[Image.Image, int]]) -> list[tuple[bytes, int]]:
     return [(im.tobytes(), y) for im, y in pairs]
 
@@ -83,8 +89,9 @@ def test_key_hash_changes_with_params_and_is_the_folder(context: Context) -> Non
     expand_samples(Shift(), make_samples(4), NAMES, key=KEY, seed=0, context=context)
     expand_samples(Shift(), make_samples(4), NAMES, key=other, seed=0, context=context)
     folders = sorted(p.name for p in Path(context.cache_dir).iterdir())
-    assert folders == sorted([key_hash(KEY), key_hash(other)])
-    assert json.loads((cache_path(KEY, context) / "key.json").read_text()) == KEY
+    assert folders == sorted([folder(context).name, folder(context, other).name])
+    assert json.loads((folder(context) / "key.json").read_text()) == effective_key(
+        Shift, KEY, context)
 
 
 def test_output_order_labels_and_metadata(context: Context) -> None:
@@ -128,7 +135,7 @@ def test_seeds_share_a_key_folder_without_mixing(context: Context) -> None:
     a = expand_samples(Shift(), samples, NAMES, key=KEY, seed=0, context=context)
     b = expand_samples(Shift(), samples, NAMES, key=KEY, seed=1, context=context)
     assert pixels(a) != pixels(b)
-    files = {p.name for p in cache_path(KEY, context).glob("*.png")}
+    files = {p.name for p in folder(context).glob("*.png")}
     assert "0000000-s0.png" in files
     assert "0000000-s1.png" in files
 
@@ -152,7 +159,7 @@ def test_resume_after_interruption_redoes_only_missing_batches(tmp_path: Path) -
 def test_corrupted_image_is_regenerated(context: Context) -> None:
     samples = make_samples(10)
     first = expand_samples(Shift(), samples, NAMES, key=KEY, seed=0, context=context)
-    png = cache_path(KEY, context) / "0000005-s0.png"
+    png = folder(context) / "0000005-s0.png"
     Image.new("RGB", (8, 8), "red").save(png)  # a valid PNG, but not the one recorded
     again = Shift()
     result = generate(again, samples, NAMES, key=KEY, seed=0, context=context)
@@ -164,7 +171,7 @@ def test_corrupted_image_is_regenerated(context: Context) -> None:
 def test_truncated_metadata_counts_as_missing(context: Context) -> None:
     samples = make_samples(4)
     expand_samples(Shift(), samples, NAMES, key=KEY, seed=0, context=context)
-    (cache_path(KEY, context) / "0000002-s0.json").write_text('{"index": 2, ')
+    (folder(context) / "0000002-s0.json").write_text('{"index": 2, ')
     again = Shift()
     expand_samples(again, samples, NAMES, key=KEY, seed=0, context=context)
     assert len(again.calls) == 1
@@ -174,7 +181,7 @@ def test_dropped_images_are_omitted_and_remembered(context: Context) -> None:
     samples = make_samples(9)
     out = expand_samples(Shift(drop_label=1), samples, NAMES, key=KEY, seed=0, context=context)
     assert [y for _, y in out] == [0, 2, 0, 2, 0, 2]
-    meta = json.loads((cache_path(KEY, context) / "0000001-s0.json").read_text())
+    meta = json.loads((folder(context) / "0000001-s0.json").read_text())
     assert meta["dropped"] is True
     assert "sha256" not in meta
     again = Shift(drop_label=1)
@@ -223,7 +230,7 @@ def test_fit_runs_once_and_its_state_is_reloaded_on_resume(context: Context) -> 
     generate(resumed, samples, NAMES, key=KEY, seed=0, context=context)
     assert Fitted.fits == 1
     assert resumed.state == {"n": 8}
-    assert (cache_path(KEY, context) / "fit-s0.json").is_file()
+    assert (folder(context) / "fit-s0.json").is_file()
 
 
 def test_generation_is_recorded_in_the_store(context: Context, db_url: str) -> None:
@@ -243,7 +250,7 @@ def test_generation_is_recorded_in_the_store(context: Context, db_url: str) -> N
         row = rows[0]
         assert (row.status, row.images, row.seed, row.method) == ("done", 4, 3, "shift_test")
         assert row.dataset == "toy"
-        assert row.path == str(cache_path(KEY, context))
+        assert row.path == str(folder(context))
         assert row.params == {"amount": 50}
         assert row.finished_at is not None
     assert seen

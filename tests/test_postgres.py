@@ -55,6 +55,15 @@ def _as_server_user(args: list[str]) -> list[str]:
     return ["su", "postgres", "-c", shlex.join(args)]
 
 
+#: How to start and stop the test's server (tests that restart it mid-run).
+_SERVER: dict[str, list[str]] = {}
+
+
+def _pg(action: str) -> None:
+    subprocess.run(_as_server_user(_SERVER[action]), check=True, capture_output=True,
+                   timeout=120)
+
+
 @pytest.fixture(scope="module")
 def postgres_server() -> Iterator[str]:
     """A throwaway PostgreSQL cluster listening on 127.0.0.1 only (its unix socket in its
@@ -73,10 +82,11 @@ def postgres_server() -> Iterator[str]:
                                     "-A", "trust", "--no-sync", "-E", "UTF8"]),
                    check=True, capture_output=True, timeout=120)
     options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    _SERVER["start"] = [*pg_ctl, "-l", str(root / "log"), "-w", "-t", "60", "-o", options,
+                        "start"]
+    _SERVER["stop"] = [*pg_ctl, "-m", "fast", "-w", "stop"]
     try:
-        subprocess.run(_as_server_user([*pg_ctl, "-l", str(root / "log"), "-w", "-t", "60",
-                                        "-o", options, "start"]),
-                       check=True, capture_output=True, timeout=120)
+        _pg("start")
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
     finally:
         subprocess.run(_as_server_user([*pg_ctl, "-m", "immediate", "-w", "stop"]),
@@ -222,3 +232,93 @@ def test_sweep_writes_to_postgres(tmp_path: Path, pg_url: str, open_store: Any) 
     assert all(r.top1 is not None and r.per_class for r in rows)
     again = CliRunner().invoke(sweep, [str(path), "--db", pg_url])
     assert "already done 2, failed earlier 0, running elsewhere 0, to run 0" in again.output
+
+
+def test_postgres_restart_at_finish_is_retried(pg_url: str, open_store: Any) -> None:
+    import threading
+
+    store = open_store(pg_url)
+    store.retry_delays = (1.0, 2.0, 4.0, 8.0)
+    run_id = store.claim("h", 0, **fields())
+    _pg("stop")  # the pooled connection dies with the server...
+    restart = threading.Timer(1.0, _pg, args=("start",))
+    restart.start()
+    try:
+        store.finish(run_id, top1=81.5)  # ...and finishing waits for it to come back
+    finally:
+        restart.join()
+    assert open_store(pg_url).get("h", 0).top1 == 81.5
+
+
+def test_postgres_down_at_finish_spools_then_imports(
+        pg_url: str, open_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from sgid_bench.errors import UserError
+    from sgid_bench.runs_command import runs
+
+    monkeypatch.setenv("SGID_BENCH_HOME", str(tmp_path))
+    store = open_store(pg_url)
+    store.retry_delays = (0.1,)
+    run_id = store.claim("h", 0, **fields())
+    _pg("stop")
+    try:
+        with pytest.raises(UserError, match=r"the result is saved in .*spool.*import-spool"):
+            store.finish(run_id, top1=81.5)
+    finally:
+        _pg("start")
+    result = CliRunner().invoke(runs, ["import-spool", "--db", pg_url])
+    assert result.exit_code == 0, result.output
+    assert "recorded as done" in result.output
+    assert open_store(pg_url).get("h", 0).top1 == 81.5
+
+
+def test_postgres_takes_big_seeds_long_paths_and_nan_metrics(
+        pg_url: str, open_store: Any) -> None:
+    store = open_store(pg_url)
+    dataset = "imagefolder:/" + "d" * 700
+    run_id = store.claim("h", 2**40, **fields(dataset=dataset))
+    store.finish(run_id, top1=1.0, extra={"history": [{"loss": float("nan")}]})
+    row = open_store(pg_url).get("h", 2**40)
+    assert (row.dataset, row.extra) == (dataset, {"history": [{"loss": None}]})
+
+
+def test_postgres_schema_matches_the_models(pg_url: str, open_store: Any) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from sgid_bench.store import Base
+
+    store = open_store(pg_url)
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_postgres_newer_schema_is_refused(pg_url: str, open_store: Any) -> None:
+    from sgid_bench.errors import UserError
+
+    store = open_store(pg_url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    with pytest.raises(UserError, match="created by a newer sgid-bench"):
+        Store(pg_url)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0099"
+
+
+def test_postgres_read_only_store_cannot_write(pg_url: str, open_store: Any) -> None:
+    from sqlalchemy.exc import InternalError, OperationalError, ProgrammingError
+
+    from sgid_bench.errors import UserError
+
+    with pytest.raises(UserError, match="no sgid-bench results"):
+        Store(pg_url, readonly=True)  # an empty database: nothing created
+    open_store(pg_url)
+    reader = Store(pg_url, readonly=True)
+    try:
+        with pytest.raises((InternalError, OperationalError, ProgrammingError),
+                           match="read-only"), reader.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM runs")
+    finally:
+        reader.close()
