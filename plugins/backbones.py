@@ -39,10 +39,12 @@ class ResNet50(Backbone):
                    "images. Quick profile: a slim one-block-per-stage torchvision ResNet.")
 
     def models_used(self, context: Context) -> dict[str, str]:
-        return {"backbone": "tiny/resnet50" if context.tiny else "torchvision/resnet50"}
+        # Trained from scratch in every profile: the id names the architecture only.
+        slim = "tiny/resnet50" if context.model_set == "tiny" else "torchvision/resnet50-slim"
+        return {"backbone": slim if context.small else "torchvision/resnet50"}
 
     def input_size(self, context: Context) -> int:
-        if context.tiny or context.dataset in SMALL_IMAGE_DATASETS:
+        if context.small or context.dataset in SMALL_IMAGE_DATASETS:
             return 32
         return 224
 
@@ -53,7 +55,7 @@ class ResNet50(Backbone):
 
         from sgid_bench.backbone_modules import SlimBottleneck
 
-        if context.tiny:
+        if context.small:
             # torchvision's ResNet with bottleneck blocks, one per stage, a quarter of the
             # width and no 4x expansion: ~600 32 px images x 5 epochs train in seconds.
             model = ResNet(SlimBottleneck, [1, 1, 1, 1], num_classes=num_classes,
@@ -68,7 +70,7 @@ class ResNet50(Backbone):
         return model
 
     def recipe(self, context: Context, dataset: str) -> Recipe:
-        if context.tiny:
+        if context.small:
             # AdamW converges in a few epochs from scratch where SGD needs hundreds.
             return Recipe(optimizer="adamw", lr=2e-3, epochs=8, batch_size=64,
                           weight_decay=5e-4)
@@ -90,7 +92,7 @@ class _Transformer(Backbone):
         self.mode = mode
 
     def recipe(self, context: Context, dataset: str) -> Recipe:
-        if context.tiny:
+        if context.small:
             return _QUICK_TRANSFORMER
         return _PAPER_SMALL if dataset in SMALL_IMAGE_DATASETS else _PAPER_OTHER
 
@@ -108,12 +110,15 @@ class ViT(_Transformer):
     paper_model = "google/vit-base-patch16-224-in21k"
 
     def models_used(self, context: Context) -> dict[str, str]:
-        return {"backbone": "tiny/vit" if context.tiny else self.paper_model}
+        from sgid_bench.models import for_profile
+
+        return {"backbone": for_profile(context, tiny="tiny/vit", world="vit",
+                                        paper=self.paper_model)}
 
     def input_size(self, context: Context) -> int:
         from sgid_bench.tiny_vision import TINY_IMAGE_SIZE
 
-        return TINY_IMAGE_SIZE if context.tiny else 224
+        return TINY_IMAGE_SIZE if context.small else 224
 
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         # The in21k checkpoint's image processor: mean = std = 0.5.
@@ -151,12 +156,15 @@ class CLIPViT(_Transformer):
     paper_model = "ViT-B-32/laion2b_s34b_b79k"
 
     def models_used(self, context: Context) -> dict[str, str]:
-        return {"backbone": "tiny/open_clip" if context.tiny else self.paper_model}
+        from sgid_bench.models import for_profile
+
+        return {"backbone": for_profile(context, tiny="tiny/open_clip", world="clip",
+                                        paper=self.paper_model)}
 
     def input_size(self, context: Context) -> int:
         from sgid_bench.tiny_vision import TINY_IMAGE_SIZE
 
-        return TINY_IMAGE_SIZE if context.tiny else 224
+        return TINY_IMAGE_SIZE if context.small else 224
 
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD

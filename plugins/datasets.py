@@ -1,7 +1,7 @@
-"""Built-in datasets: the embedded ``shapes``, ``imagefolder`` for a user's own images,
-and the paper's seven on torchvision's loaders. This module is the entry point
-(``sgid_bench_plugins.datasets``); the classes live in the ``datasets_*`` modules, none of
-which imports torch or torchvision at import time."""
+"""Built-in datasets: the toy world's ``world`` (the default), the embedded ``shapes``,
+``imagefolder`` for a user's own images, and the paper's seven on torchvision's loaders.
+This module is the entry point (``sgid_bench_plugins.datasets``); the classes live in the
+``datasets_*`` modules, none of which imports torch or torchvision at import time."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from sgid_bench_plugins.datasets_torchvision import (
     OxfordPets,
     StanfordCars,
 )
+from sgid_bench_plugins.datasets_world import World
 
 __all__ = [
     "CIFAR10",
@@ -31,11 +32,12 @@ __all__ = [
     "OxfordPets",
     "Shapes",
     "StanfordCars",
+    "World",
     "register_datasets",
 ]
 
 
 @sgid_bench.hookimpl
 def register_datasets(register: Callable[[type[sgid_bench.Dataset]], None]) -> None:
-    for cls in (Shapes, ImageFolderDataset, *PAPER_DATASETS):
+    for cls in (World, Shapes, ImageFolderDataset, *PAPER_DATASETS):
         register(cls)

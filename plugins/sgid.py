@@ -29,12 +29,20 @@ if TYPE_CHECKING:
 
     from sgid_bench.context import Context
 
-#: Model ids per role: the paper's models, and the tiny presets of the quick profile.
+#: Model ids per role: the paper's models (the paper cites OpenAI's CLIP for s*; LAION's
+#: ViT-B-32/laion2b_s34b_b79k is an option: --param clip_model=...), the toy world's
+#: trained components (quick profile) and the tiny random presets (tiny profile, tests).
 PAPER_MODELS = {
     "generator": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "captioner": "Salesforce/blip-image-captioning-base",
-    "clip": "ViT-B-32/laion2b_s34b_b79k",
+    "clip": "ViT-B-32/openai",
     "pix2pix": "timbrooks/instruct-pix2pix",
+}
+WORLD_MODELS = {
+    "generator": "stable-diffusion",
+    "captioner": "blip",
+    "clip": "clip",
+    "pix2pix": "instruct-pix2pix",
 }
 TINY_MODELS = {
     "generator": "tiny/stable-diffusion",
@@ -55,16 +63,27 @@ TABLE8: dict[str, dict[str, Any]] = {
     "oxford_pets": {"caption": "beam", "prompt_weighting": False},
     "dtd": {"caption": "clip_filter", "prompt_weighting": True},
 }
-#: Quick profile: tiny resolution, few denoising steps and captions (about a minute for
+#: Tiny profile: tiny resolution, few denoising steps and captions (about a minute for
 #: a few hundred 32x32 images on 2 CPU cores).
-QUICK = {"resolution": 32, "steps": 4, "num_captions": 2, "caption_max_length": 12}
+TINY_SETTINGS = {"resolution": 32, "steps": 4, "num_captions": 2, "caption_max_length": 12}
+#: Quick profile (the toy world): its 32 px models; enough denoising steps and captions
+#: for the world's models to draw recognisable objects (measured in the world's report).
+WORLD_SETTINGS = {"resolution": 32, "steps": 10, "num_captions": 4, "caption_max_length": 16}
+
+
+def small_settings(profile: str) -> dict[str, Any]:
+    """The generative settings of the small profiles (quick: the world; tiny)."""
+    return dict(WORLD_SETTINGS if profile == "quick" else TINY_SETTINGS)
 
 
 def model_for(role: str, override: str, context: Context) -> str:
     """The model id of ``role``: the user's override, else the profile's default."""
+    from sgid_bench.models import for_profile
+
     if override:
         return override
-    return (TINY_MODELS if context.tiny else PAPER_MODELS)[role]
+    return for_profile(context, tiny=TINY_MODELS[role], world=WORLD_MODELS[role],
+                       paper=PAPER_MODELS[role])
 
 
 def _choice(param: str, value: str, allowed: Sequence[str]) -> None:
@@ -93,12 +112,12 @@ class _Generative(Augmenter):
 
     @contextlib.contextmanager
     def threads(self) -> Iterator[None]:
-        """Tiny presets on CPU run single-threaded: their operations are far too small for
+        """Small-profile models on CPU run single-threaded: their operations are far too small for
         intra-op threads, which only add synchronisation (a quick SGID generation of 648
         images took 27 s with 1 thread and 116 s with 2 on 2 cores). Restored after."""
         import torch
 
-        if not (self.context.tiny and self.context.device == "cpu"):
+        if not (self.context.small and self.context.device == "cpu"):
             yield
             return
         before = torch.get_num_threads()
@@ -184,7 +203,7 @@ class SGID(_Generative):
     def profile_params(cls, profile: str, dataset: str) -> dict[str, Any]:
         if profile == "paper":
             return dict(TABLE8.get(dataset, {}))
-        return dict(QUICK)
+        return small_settings(profile)
 
     # -- which models this configuration needs -------------------------------------------
 
@@ -307,8 +326,7 @@ class SGID(_Generative):
         src = [im.convert("RGB") for im in images]
         pipe = self._model(self.role)  # the generator first: a missing model fails early
         captions, scores = self.choose_captions(src, labels, class_names, generator)
-        prompts = [self.wrap(self.prompt(class_names[y], c))
-                   for y, c in zip(labels, captions, strict=True)]
+        prompts = self.prompts(labels, captions, class_names, generator)
         texts = ["".join(t for t, _ in p) for p in prompts]
         g, s = self.guidance(src, texts, scores)
         outs = diffusion.run(pipe, self.kind, prompts, g, generator,
@@ -318,6 +336,13 @@ class SGID(_Generative):
                           for t, c, v, gi in zip(texts, captions, s, g, strict=True)]
         keep = self.filter_scores(outs, src, labels, class_names, texts)
         return [o if k else None for o, k in zip(outs, keep, strict=True)]
+
+    def prompts(self, labels: Sequence[int], captions: Sequence[str | None],
+                class_names: Sequence[str], generator: torch.Generator
+                ) -> list[list[tuple[str, float]]]:
+        """The weighted prompt of every image of a batch."""
+        return [self.wrap(self.prompt(class_names[y], c))
+                for y, c in zip(labels, captions, strict=True)]
 
     @property
     def role(self) -> str:

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from sgid_bench import __version__
 from sgid_bench.api import REQUIRED, Augmenter, Backbone, Dataset, Recipe
-from sgid_bench.context import Context
+from sgid_bench.context import PROFILES, Context, default_profile
 from sgid_bench.errors import UserError
 from sgid_bench.plugins import augmenter_class, backbone_class, dataset_class
 
-PROFILES = ("quick", "paper")
-DEFAULT_DATASET = "shapes"
+#: The dataset a run uses when none is named, per profile.
+DEFAULT_DATASETS = {"quick": "world", "tiny": "shapes", "paper": "shapes"}
 #: Fraction of train carved out for validation when a dataset has no official val split.
 VAL_FRACTION = 0.1
 #: Seed of generated (expand-stage) images: fixed, so every training seed trains on the
@@ -34,10 +35,14 @@ class RunSpec:
 
     method: str = "none"
     backbone: str = "resnet50"
-    dataset: str = DEFAULT_DATASET
+    dataset: str = ""  # "" = the profile's default dataset
     seed: int = 0
-    profile: str = "quick"
+    profile: str = field(default_factory=default_profile)
     params: list[str] = field(default_factory=list)  # raw "key=value" strings
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            self.dataset = DEFAULT_DATASETS.get(self.profile, "world")
 
 
 @dataclass
@@ -78,10 +83,31 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise _NotFinite(text)
+    return value
+
+
+class _NotFinite(Exception):
+    pass
+
+
+def _no_constant(text: str) -> Any:
+    raise _NotFinite(text)
+
+
 def parse_value(text: str) -> Any:
-    """``--param`` values: JSON where it parses (numbers, true/false, lists), else a string."""
+    """``--param`` values: JSON where it parses (numbers, true/false, lists), else a string.
+
+    NaN and infinities are refused: no parameter means anything by them, and PostgreSQL's
+    JSON cannot store them."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except _NotFinite as exc:
+        raise UserError(f"--param value {text!r}: {exc} is not a finite number; "
+                        "give a finite value") from None
     except ValueError:
         lowered = text.lower()
         if lowered in ("true", "false"):
@@ -107,6 +133,11 @@ def split_method(method: str) -> list[str]:
     parts = [p.strip() for p in method.split("+")]
     if any(not p for p in parts):
         raise UserError(f"malformed method {method!r}: join method names with '+', e.g. a+b")
+    repeated = sorted({p for p in parts if parts.count(p) > 1})
+    if repeated:
+        # Parameters are per component name: a+a could not tell the two apart.
+        raise UserError(f"method {method!r} combines {', '.join(repeated)} with itself: "
+                        "name each method once (e.g. --method none or --method a+b)")
     return parts
 
 
@@ -211,4 +242,15 @@ def resolve(spec: RunSpec, context: Context) -> Resolved:
         "gen_seed": GEN_SEED,
         "models": models,
     }
+    config.update(_batch_setting(aug_classes, context))
     return Resolved(spec, augmenters, backbone, dataset, recipe, config)
+
+
+def _batch_setting(aug_classes: list[type[Augmenter]], context: Context) -> dict[str, Any]:
+    """The generation batch size, when generated images depend on it (an expand stage
+    without per-image generators) and it is not the default: results made with other
+    batch sizes are different results."""
+    from sgid_bench.cache import batch_dependent, effective_key
+
+    dependent = [c for c in aug_classes if "expand" in c.stages() and batch_dependent(c)]
+    return effective_key(dependent[0], {}, context) if dependent else {}

@@ -79,6 +79,27 @@ class Subset(Sequence):  # type: ignore[type-arg]
         return self.samples[self.indices[i]]
 
 
+def check_dataset(resolved: Resolved, context: Context) -> list[str]:
+    """The dataset's class names, after the checks that need no image: its files exist
+    (``setup``) and it has at least two classes. Run before a run is claimed."""
+    resolved.dataset.setup(context)
+    names = list(resolved.dataset.class_names())
+    check_classes(resolved.spec.dataset, names)
+    return names
+
+
+def check_classes(dataset: str, names: Sequence[str], labels: Sequence[int] | None = None
+                  ) -> None:
+    """A classifier needs two classes: with one, every prediction is right (top-1 100 %)."""
+    if len(names) < 2:
+        raise UserError(f"dataset {dataset!r} has {len(names)} class(es) "
+                        f"({', '.join(names) or 'none'}): a classification benchmark needs at "
+                        "least two; add class folders (imagefolder: PATH/<class>/)")
+    if labels is not None and len(set(labels)) < 2:
+        raise UserError(f"dataset {dataset!r}: every training image has the same label; "
+                        "a classification benchmark needs images of at least two classes")
+
+
 def load_splits(resolved: Resolved, context: Context, store: Store | None) -> Splits:
     """Load train/val/test, carve validation if needed, run the expand stages."""
     dataset = resolved.dataset
@@ -89,6 +110,8 @@ def load_splits(resolved: Resolved, context: Context, store: Store | None) -> Sp
     if len(train) == 0 or len(test) == 0:
         raise UserError(f"dataset {resolved.spec.dataset!r} is empty (train {len(train)}, "
                         f"test {len(test)} images): check its files")
+    # Labels known without decoding (``targets``) are checked too; others are not read.
+    check_classes(resolved.spec.dataset, names, getattr(train.samples, "targets", None))
     val: Sequence[Sample]
     if "val" in dataset.splits:
         val = dataset.load("val").samples
@@ -103,15 +126,18 @@ def load_splits(resolved: Resolved, context: Context, store: Store | None) -> Sp
 def generation_keys(resolved: Resolved, context: Context) -> list[dict[str, Any]]:
     """The generation-cache key of each expand stage, in chain order: the stage and every
     stage before it (with their models), the dataset and the train/val split."""
+    from sgid_bench.cache import effective_key
+
     upstream: list[dict[str, Any]] = []
     keys: list[dict[str, Any]] = []
     for aug, comp in zip(resolved.augmenters, resolved.config["augmenters"], strict=True):
         if "expand" not in aug.stages():
             continue
         upstream.append({**comp, "models": aug.models_used(context)})
-        keys.append({"chain": list(upstream), "dataset": resolved.config["dataset"],
-                     "val_fraction": resolved.config["val_fraction"],
-                     "split_seed": SPLIT_SEED})
+        keys.append(effective_key(aug, {
+            "chain": list(upstream), "dataset": resolved.config["dataset"],
+            "val_fraction": resolved.config["val_fraction"], "split_seed": SPLIT_SEED},
+            context))
     return keys
 
 

@@ -1,10 +1,16 @@
 """The one place that turns a model id into something loadable, offline.
 
-Model ids are either real ids (``google/vit-base-patch16-224-in21k``, a hub repo id) or
-tiny presets (``tiny/<name>``): tiny, randomly initialised models of the real
-architectures, built from configs once into ``<models_dir>/tiny/<name>`` and then loaded
-with ``from_pretrained`` like any model. Tiny models exercise the pipeline and produce no
-meaningful augmentations or accuracies.
+Model ids are of three kinds:
+
+- real ids (``google/vit-base-patch16-224-in21k``, a hub repo id);
+- toy-world models (``world/<component>@<digest>``): the real library classes at toy
+  scale, trained on the procedural world by ``sgid-bench world build`` and shipped with
+  the package (:mod:`sgid_bench.world.build`); the digest names the exact weights, so a
+  rebuilt world never shares a leaderboard cell with another;
+- tiny presets (``tiny/<name>``): tiny, randomly initialised models of the real
+  architectures, built from configs once into ``<models_dir>/tiny/<name>`` and then loaded
+  with ``from_pretrained`` like any model. They exercise the pipeline (tests) and produce
+  no meaningful augmentations or accuracies.
 
 A real id is looked up, in order, as: an existing local path, ``<models_dir>/<id>``, the
 Hugging Face cache (``local_files_only``). Nothing is ever downloaded at run time.
@@ -24,6 +30,7 @@ from sgid_bench.context import Context
 from sgid_bench.errors import UserError
 
 TINY = "tiny/"
+WORLD = "world/"
 #: Bump when a tiny builder changes so stale presets are rebuilt (it is in their path).
 TINY_REVISION = "r2"
 
@@ -34,6 +41,7 @@ TINY_MODULES: dict[str, str] = {
     "stable-diffusion": "sgid_bench.tiny_generative",
     "blip": "sgid_bench.tiny_generative",
     "instruct-pix2pix": "sgid_bench.tiny_generative",
+    "t5": "sgid_bench.tiny_generative",
 }
 _BUILDERS: dict[str, Callable[[Path], None]] = {}
 
@@ -53,6 +61,22 @@ def is_tiny(model_id: str) -> bool:
     return model_id.startswith(TINY)
 
 
+def is_world(model_id: str) -> bool:
+    return model_id.startswith(WORLD)
+
+
+def for_profile(context: Context, *, tiny: str, world: str, paper: str) -> str:
+    """The model id of one role for the context's model set; ``world`` is a component
+    name of the toy world (its id carries the digest of the weights in use)."""
+    if context.model_set == "tiny":
+        return tiny
+    if context.model_set == "world":
+        from sgid_bench.world.build import world_id
+
+        return world_id(world, context)
+    return paper
+
+
 def resolve(model_id: str, context: Context) -> Path:
     """A local directory holding ``model_id``; builds tiny presets on first use.
 
@@ -60,6 +84,10 @@ def resolve(model_id: str, context: Context) -> Path:
     assert context.models_dir is not None
     if is_tiny(model_id):
         return ensure_tiny(model_id[len(TINY):], context.models_dir)
+    if is_world(model_id):
+        from sgid_bench.world.build import world_component
+
+        return world_component(model_id, context)
     for candidate in (Path(model_id).expanduser(), context.models_dir / model_id):
         if candidate.is_dir():
             return candidate

@@ -1,7 +1,8 @@
 """Loading OpenCLIP models offline: shared by the ``clip_vit`` backbone and SGID's CLIP
 caption filter.
 
-Model ids: ``tiny/open_clip`` (the tiny preset of :mod:`sgid_bench.tiny_vision`) or
+Model ids: ``tiny/open_clip`` (the tiny preset of :mod:`sgid_bench.tiny_vision`),
+``world/clip@<digest>`` (the toy world's trained CLIP, same layout) or
 ``<open_clip model name>/<pretrained tag>``, e.g. ``ViT-B-32/laion2b_s34b_b79k``. A real
 id is found, in order, as a local folder ``<id>``, ``<models_dir>/<id>``,
 ``<models_dir>/<hub repo>`` or the Hugging Face cache of the tag's hub repo
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sgid_bench.context import Context
 from sgid_bench.errors import UserError
-from sgid_bench.models import hf_cached, is_tiny, missing_model, resolve
+from sgid_bench.models import hf_cached, is_tiny, is_world, missing_model, resolve
 
 if TYPE_CHECKING:
     import torch
@@ -58,7 +59,7 @@ def load_open_clip(model_id: str, context: Context,
 def locate(model_id: str, context: Context) -> Path:
     """The local folder holding ``model_id``'s weights (tiny presets are built on first
     use); raises :class:`UserError` saying how to get a missing model."""
-    if is_tiny(model_id):
+    if is_tiny(model_id) or is_world(model_id):
         return resolve(model_id, context)
     _, pretrained_cfg = _known(model_id)
     return _find(model_id, pretrained_cfg, context)

@@ -12,7 +12,7 @@ from sgid_bench.config import Resolved, RunSpec, resolve
 from sgid_bench.context import Context
 from sgid_bench.errors import UserError
 from sgid_bench.provenance import git_revision, versions
-from sgid_bench.store import DONE, FAILED, Store
+from sgid_bench.store import DONE, FAILED, ClaimLost, Store
 from sgid_bench.train import Progress, Trainer, evaluate, normalizer
 
 
@@ -30,6 +30,10 @@ def uses_tiny_models(models: dict[str, str]) -> bool:
     return any(model_ids.is_tiny(m) for m in models.values())
 
 
+def uses_world_models(models: dict[str, str]) -> bool:
+    return any(model_ids.is_world(m) for m in models.values())
+
+
 def execute(spec: RunSpec, *, store: Store, context: Context, force: bool = False,
             progress: Progress | None = None) -> Outcome:
     """Run ``spec`` unless its (config hash, seed) is already done (or ``force``).
@@ -41,18 +45,21 @@ def execute(spec: RunSpec, *, store: Store, context: Context, force: bool = Fals
     resolved = resolve(spec, context)
     chash = resolved.config_hash
     # Missing dataset files are a user mistake: say so before anything is stored.
-    resolved.dataset.setup(context)
-    resolved.dataset.class_names()
+    from sgid_bench.data import check_dataset
+
+    check_dataset(resolved, context)
     resolved.backbone.setup(context)
     existing = store.get(chash, spec.seed)
     if existing is not None and existing.status == DONE and not force:
         return Outcome("skipped", chash, existing.id, _metrics_of(existing),
                        models=resolved.config["models"])
+    store.import_spool_once()  # results an unavailable store could not take last time
     run_id = store.claim(chash, spec.seed, force=force, **claim_columns(resolved))
     if run_id is None:
         return Outcome("busy", chash, models=resolved.config["models"])
     try:
-        metrics = train_and_evaluate(resolved, context, store, progress)
+        with store.keep_alive(run_id):  # the heartbeat that keeps the claim ours
+            metrics = train_and_evaluate(resolved, context, store, progress)
     except KeyboardInterrupt:
         store.fail(run_id, "interrupted by the user (KeyboardInterrupt)")
         raise
@@ -64,7 +71,11 @@ def execute(spec: RunSpec, *, store: Store, context: Context, force: bool = Fals
                    + "\n" + traceback.format_exc())
         return Outcome(FAILED, chash, run_id, error=f"{type(exc).__name__}: {exc}",
                        models=resolved.config["models"])
-    store.finish(run_id, **metrics)
+    try:
+        # Retries, then spools the result to a file named in the UserError it raises.
+        store.finish(run_id, **metrics)
+    except ClaimLost as exc:
+        return Outcome(FAILED, chash, run_id, error=str(exc), models=resolved.config["models"])
     return Outcome(DONE, chash, run_id, metrics, models=resolved.config["models"])
 
 

@@ -5,7 +5,7 @@ Sweep file format (see ``sgid_bench/sweeps/paper.toml`` and ``quick.toml``)::
 
     [sweep]
     name = "demo"                    # optional, shown in the plan
-    profile = "quick"                # quick | paper
+    profile = "quick"                # quick | tiny | paper
     methods = ["none", "sgid", "sgid+randaugment"]
     backbones = ["resnet50"]
     datasets = ["shapes"]
@@ -44,8 +44,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sgid_bench.config import PROFILES, RunSpec, config_hash, resolve, split_method
-from sgid_bench.context import Context
+from sgid_bench.config import DEFAULT_DATASETS, RunSpec, config_hash, resolve, split_method
+from sgid_bench.context import PROFILES, Context, default_profile
 from sgid_bench.errors import UserError
 from sgid_bench.store import DONE, FAILED, RUNNING, Store
 
@@ -101,7 +101,10 @@ def load_sweep(path: str | Path) -> Sweep:
     """Parse and validate a sweep file; errors name the file and the fix."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"sweep file {path} is not a text file (not UTF-8): pass a sweep "
+                        ".toml file") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"sweep file {path}: invalid TOML ({exc})") from None
     where = f"sweep file {path}"
@@ -113,7 +116,7 @@ def load_sweep(path: str | Path) -> Sweep:
     seeds = top.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = list(range(seeds))
-    profile = top.get("profile", "quick")
+    profile = top.get("profile") or default_profile()
     if profile not in PROFILES:
         raise UserError(f"{where}: unknown profile {profile!r}; use one of {', '.join(PROFILES)}")
     sweep = Sweep(
@@ -121,7 +124,7 @@ def load_sweep(path: str | Path) -> Sweep:
         profile=profile,
         methods=_names(where, top, "methods", ["none"]),
         backbones=_names(where, top, "backbones", ["resnet50"]),
-        datasets=_names(where, top, "datasets", ["shapes"]),
+        datasets=_names(where, top, "datasets", [DEFAULT_DATASETS.get(profile, "world")]),
         seeds=_ints(where, "seeds", seeds),
         params=_flatten(data.get("params", {})),
         grid=_flatten(data.get("grid", {})),
@@ -131,7 +134,27 @@ def load_sweep(path: str | Path) -> Sweep:
     for key, values in sweep.grid.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"{where} [grid]: {key} must be a non-empty list of values")
+    _check_targets(where, sweep)
     return sweep
+
+
+def components(sweep: Sweep) -> list[str]:
+    """Every component name some run of the sweep has (what a key prefix may name)."""
+    names = [p for m in sweep.methods for p in split_method(m)]
+    names += sweep.backbones + [d.partition(":")[0] for d in sweep.datasets] + list(ALWAYS)
+    return list(dict.fromkeys(names))
+
+
+def _check_targets(where: str, sweep: Sweep) -> None:
+    """A prefixed key must reach some run: a misspelled prefix ("trian.epochs") would
+    otherwise apply to no run, silently."""
+    known = components(sweep)
+    for table, keys in (("params", sweep.params), ("grid", sweep.grid)):
+        for key in keys:
+            target, dot, _ = key.rpartition(".")
+            if dot and target not in known:
+                raise UserError(f"{where} [{table}]: {key!r} applies to no run: no component "
+                                f"{target!r} in this sweep; components: {', '.join(known)}")
 
 
 def _no_unknown(where: str, what: str, table: dict[str, Any], known: tuple[str, ...]) -> None:

@@ -44,14 +44,13 @@ def sweep(file: str, executor: str, address: str | None, num_cpus: int, resume: 
 
 def _sweep(file: str, executor: str, address: str | None, num_cpus: int, resume: bool,
            dry_run: bool, force: bool, db: str | None, ctx: dict[str, Any]) -> None:
-    from sgid_bench.store import Store
     from sgid_bench.sweep import find_sweep_file, load_sweep
 
     if address and executor != "ray":
         raise UserError("--address needs --executor ray")
     spec = load_sweep(find_sweep_file(file))
     context = _context(spec, executor, ctx, dry_run)
-    store = Store(db)
+    store = _open_store(db, dry_run)
     try:
         _plan_and_run(spec, store, context, executor, address, num_cpus, resume, dry_run,
                       force, file)
@@ -60,6 +59,20 @@ def _sweep(file: str, executor: str, address: str | None, num_cpus: int, resume:
 
         close_stores()
         store.close()
+
+
+def _open_store(db: str | None, dry_run: bool) -> Any:
+    """The store; a dry run only reads it (never creates or writes the file), and plans
+    against an empty one when there is no database yet."""
+    from sgid_bench.store import NoStore, Store
+
+    if not dry_run:
+        return Store(db)
+    try:
+        return Store(db, readonly=True)
+    except NoStore as exc:
+        click.echo(f"Note: {str(exc).partition(':')[0]}: every run is still to do.", err=True)
+        return Store("sqlite://")
 
 
 def _plan_and_run(spec: Any, store: Any, context: Any, executor: str, address: str | None,
@@ -74,9 +87,12 @@ def _plan_and_run(spec: Any, store: Any, context: Any, executor: str, address: s
     click.echo(plan_summary(plan))
     if dry_run or not plan.todo:
         return
-    if plan.sweep.profile != "paper":
-        click.echo("Note: the quick profile trains and generates with tiny, randomly "
+    if plan.sweep.profile == "tiny":
+        click.echo("Note: the tiny profile trains and generates with tiny, randomly "
                    "initialised models: the results exercise the pipeline only.", err=True)
+    elif plan.sweep.profile == "quick":
+        click.echo("Note: the quick profile runs the toy world's models: the mechanism at toy "
+                   "scale, not the paper's numbers.", err=True)
     report = _execute(plan, store, context, executor, address, num_cpus, force, file)
     click.echo(report_summary(report))
     if report.failures:
@@ -89,7 +105,10 @@ def _context(spec: Any, executor: str, ctx: dict[str, Any], dry_run: bool) -> An
     if device == "auto" and (dry_run or executor == "ray"):
         # Ray gives each task its own GPUs (or none): decide from the sweep's resources.
         device = "cuda" if spec.resources.num_gpus > 0 else "cpu"
-    return make_context(profile=spec.profile, device=device, **ctx)
+    # Ray tasks run on the cluster's machines, and a dry run trains nothing: the device
+    # need not exist here (Ray checks the GPUs a task asks for against the cluster).
+    here = executor == "local" and not dry_run
+    return make_context(profile=spec.profile, device=device, device_here=here, **ctx)
 
 
 def _execute(plan: Any, store: Any, context: Any, executor: str, address: str | None,
@@ -136,11 +155,13 @@ def _console(stderr: bool) -> Any:
 
 def plan_table(plan: Any) -> Any:
     """Runs per method: total, already done, failed earlier, running elsewhere, to run."""
+    from rich.markup import escape
     from rich.table import Table
 
     from sgid_bench.sweep import BUSY, DONE_BEFORE, FAILED_BEFORE, TODO
 
-    table = Table(title=f"sweep {plan.sweep.name} ({plan.sweep.profile} profile)")
+    # Names come from the user's file: "[bold" in one is text, not rich markup.
+    table = Table(title=escape(f"sweep {plan.sweep.name} ({plan.sweep.profile} profile)"))
     table.add_column("method")
     for name in ("runs", "done", "failed", "running", "to run"):
         table.add_column(name, justify="right")
@@ -149,7 +170,8 @@ def plan_table(plan: Any) -> Any:
         by_method.setdefault(job.spec.method, Counter())[job.state] += 1
     states = (DONE_BEFORE, FAILED_BEFORE, BUSY, TODO)
     for method, counts in by_method.items():
-        table.add_row(method, str(sum(counts.values())), *(str(counts[s]) for s in states))
+        table.add_row(escape(method), str(sum(counts.values())),
+                      *(str(counts[s]) for s in states))
     c = plan.counts()
     table.add_row("total", str(c["total"]), str(c["done"]), str(c["failed"]),
                   str(c["running"]), str(c["to_run"]), style="bold", end_section=True)
@@ -215,13 +237,14 @@ class LiveView:
             self.progress = Progress(
                 "{task.description}", BarColumn(), MofNCompleteColumn(),
                 "[green]{task.fields[done]} done[/] [yellow]{task.fields[running]} running[/] "
-                "[red]{task.fields[failed]} failed[/]", TimeElapsedColumn(), "eta",
+                "[dim]{task.fields[waiting]} waiting[/] [red]{task.fields[failed]} failed[/]",
+                TimeElapsedColumn(), "eta",
                 TimeRemainingColumn(), console=self.console)
             self.gen_task = (self.progress.add_task("generations", total=self.generations,
-                                                    done=0, running=0, failed=0)
+                                                    done=0, running=0, waiting=0, failed=0)
                              if self.generations else None)
             self.run_task = self.progress.add_task("runs", total=self.runs, done=0, running=0,
-                                                   failed=0)
+                                                   waiting=0, failed=0)
             self.progress.start()
         return self
 
@@ -234,6 +257,9 @@ class LiveView:
 
         if event == "slots":
             self.slots = payload or 1
+            if not self.live and self.slots > 1:
+                click.echo(f"up to {self.slots} task(s) run at once; the others wait for "
+                           "free resources", err=True)
             return
         kind = "gen" if isinstance(item, GenJob) else "run"
         if event == "start":
@@ -248,17 +274,24 @@ class LiveView:
         if self.live:
             self._refresh()
 
-    def _refresh(self) -> None:
+    def states(self) -> dict[str, tuple[int, int]]:
+        """(running, waiting) per kind: submitted tasks beyond the executor's slots wait
+        (on Ray: for a worker with the resources they ask for)."""
         busy_gens = min(self.counts["gen_active"], self.slots)
+        busy_runs = max(min(self.counts["run_active"], self.slots - busy_gens), 0)
+        return {"gen": (busy_gens, self.counts["gen_active"] - busy_gens),
+                "run": (busy_runs, self.counts["run_active"] - busy_runs)}
+
+    def _refresh(self) -> None:
+        states = self.states()
         for kind, task in (("gen", self.gen_task), ("run", self.run_task)):
             if task is None:
                 continue
-            running = busy_gens if kind == "gen" else min(self.counts["run_active"],
-                                                          self.slots - busy_gens)
+            running, waiting = states[kind]
             self.progress.update(
                 task, completed=self.counts[f"{kind}_done"] + self.counts[f"{kind}_failed"],
                 done=self.counts[f"{kind}_done"], failed=self.counts[f"{kind}_failed"],
-                running=max(running, 0))
+                running=running, waiting=waiting)
 
     def _log(self, kind: str, item: Any, payload: Any, failed: bool) -> None:
         n = self.counts[f"{kind}_done"] + self.counts[f"{kind}_failed"]

@@ -213,3 +213,18 @@ def build_blip(directory: Path) -> None:
     image_processor = BlipImageProcessor(size={"height": TINY_RESOLUTION, "width": TINY_RESOLUTION})
     BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
     model.save_pretrained(directory)
+
+
+@tiny_builder("t5")
+def build_t5(directory: Path) -> None:
+    """A tiny random ``T5ForConditionalGeneration`` with a word-level BERT tokenizer: the
+    architecture and tokenizer of the toy world's language model, untrained."""
+    import torch
+
+    from sgid_bench.world.train_text import make_model, make_tokenizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED)
+        model = make_model()
+    model.save_pretrained(directory)
+    make_tokenizer().save_pretrained(directory)

@@ -23,6 +23,9 @@ def _isolated_env(shared_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("SGID_BENCH_HOME", str(shared_home))
     monkeypatch.setenv("SGID_BENCH_DB", f"sqlite:///{tmp_path / 'results.db'}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The default suite runs on the tiny random-weight models (fast, pipeline checks);
+    # tests of the toy world name --profile quick (or Context(profile="quick")) themselves.
+    monkeypatch.setenv("SGID_BENCH_PROFILE", "tiny")
     monkeypatch.chdir(tmp_path)
 
 

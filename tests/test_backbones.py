@@ -23,7 +23,7 @@ TRANSFORMERS = ("vit", "clip_vit")
 
 @pytest.fixture
 def quick() -> Context:
-    return Context(profile="quick")
+    return Context(profile="tiny")
 
 
 @pytest.fixture

@@ -46,10 +46,15 @@ def _pixels(image: Any) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
 
 
-def test_shapes_is_registered_as_the_default_dataset() -> None:
-    from sgid_bench.config import DEFAULT_DATASET
+def test_each_profile_has_a_registered_default_dataset() -> None:
+    from sgid_bench.config import DEFAULT_DATASETS, RunSpec
+    from sgid_bench_plugins.datasets_world import World
 
-    assert dataset_class(DEFAULT_DATASET) is Shapes
+    assert dataset_class(DEFAULT_DATASETS["quick"]) is World
+    assert dataset_class(DEFAULT_DATASETS["tiny"]) is Shapes
+    assert RunSpec(profile="quick").dataset == "world"
+    assert RunSpec(profile="tiny").dataset == "shapes"
+    assert RunSpec(profile="quick", dataset="cifar10").dataset == "cifar10"
 
 
 def test_shapes_split_sizes_and_class_names() -> None:

@@ -30,7 +30,7 @@ def make_samples(n: int = 6, size: int = 32) -> list[tuple[Image.Image, int]]:
 
 def quick(method: str, context: Context, **params: Any) -> Any:
     cls = augmenter_class(method)
-    aug = cls(**{**cls.profile_params("quick", "shapes"), **params})
+    aug = cls(**{**cls.profile_params("tiny", "shapes"), **params})
     aug.setup(context)
     return aug
 
@@ -81,24 +81,57 @@ def test_sgid_prompt_holds_the_label_and_the_chosen_caption(context: Context) ->
 
 
 def test_text2img_prompts_come_from_the_label(context: Context) -> None:
-    aug = quick("text2img", context)
+    aug = quick("text2img", context, language_enhancement=False)
     aug.expand([im for im, _ in make_samples(3)], [0, 1, 2], NAMES,
                torch.Generator().manual_seed(0))
     options = [[t.format(label=n) for t in TEXT2IMG_TEMPLATES] for n in NAMES]
     assert [i["prompt"] in options[y] for i, y in zip(aug.last_info, [0, 1, 2],
                                                        strict=True)] == [True] * 3
-    fixed = quick("text2img", context, template="a {label} in the snow")
+    fixed = quick("text2img", context, template="a {label} in the snow",
+                  language_enhancement=False)
     fixed.expand([im for im, _ in make_samples(2)], [0, 1], NAMES, torch.Generator())
     assert [i["prompt"] for i in fixed.last_info] == ["a red car in the snow",
                                                       "a tabby cat in the snow"]
 
 
+def test_text2img_language_enhancement_writes_one_sampled_sentence_per_image(
+        context: Context) -> None:
+    from sgid_bench_plugins.language import LanguageModel
+
+    aug = quick("text2img", context)
+    assert aug.models_used(context)["text"] == "tiny/t5"
+    labels = [0, 1, 2, 0]
+    aug.expand([im for im, _ in make_samples(4)], labels, NAMES,
+               torch.Generator().manual_seed(3))
+    # The prompts are the language model's samples of "describe: {label}", drawn from the
+    # same generator stream (the first draw of the batch).
+    lm = LanguageModel("tiny/t5", context)
+    expected = lm.sample([f"describe: {NAMES[y]}" for y in labels], 0.9,
+                         torch.Generator().manual_seed(3))
+    assert [i["prompt"] for i in aug.last_info] == [e or NAMES[y] for e, y in
+                                                    zip(expected, labels, strict=True)]
+
+
 def test_instructpix2pix_wraps_the_prompt_in_the_instruction(context: Context) -> None:
-    aug = quick("sgid_instructpix2pix", context)
+    aug = quick("sgid_instructpix2pix", context, edits="caption")
     aug.expand([im for im, _ in make_samples(2)], [0, 1], NAMES, torch.Generator())
     for info, name in zip(aug.last_info, NAMES, strict=False):
         assert info["prompt"] == f"turn it into A picture of a {name}, {info['caption']}"
         assert info["guidance"] == 7.5
+
+
+def test_instructpix2pix_diversifying_edits_name_the_class(context: Context) -> None:
+    from sgid_bench_plugins.gen_baselines import ALIA_EDITS
+
+    aug = quick("sgid_instructpix2pix", context)
+    assert "captioner" not in aug.models_used(context)  # no captions needed
+    labels = [0, 1, 2, 0, 1, 2]
+    aug.expand([im for im, _ in make_samples(6)], labels, NAMES,
+               torch.Generator().manual_seed(1))
+    prompts = [i["prompt"] for i in aug.last_info]
+    for prompt, y in zip(prompts, labels, strict=True):
+        assert prompt in [e.format(label=NAMES[y]) for e in ALIA_EDITS]
+    assert len(set(prompts)) > 1  # drawn per image, not one edit for all
 
 
 def test_summarize_takes_the_medoid_then_the_farthest() -> None:
@@ -118,7 +151,7 @@ def test_diversecaption_uses_its_class_summaries(context: Context) -> None:
     result = generate(aug, samples, NAMES, key={"m": "dc"}, seed=0, context=context)
     state = aug.state()["summaries"]
     assert sorted(state) == ["0", "1", "2"]
-    assert all(1 <= len(s) <= aug.num_summaries for s in state.values())
+    assert all(1 <= len(s) <= aug.num_summaries for s in state.values()), state
     for rec in result.records:
         assert rec.meta["info"]["caption"] in state[str(rec.label)]
     # The summaries were stored once with the images and are reloaded, not recomputed.

@@ -19,7 +19,8 @@ from sgid_bench.context import Context
 from sgid_bench.errors import UserError
 from sgid_bench_plugins import captioning, diffusion
 from sgid_bench_plugins.gen_baselines import SGIDInstructPix2Pix
-from sgid_bench_plugins.sgid import PAPER_MODELS, QUICK, SGID, TABLE8, TINY_MODELS
+from sgid_bench_plugins.sgid import PAPER_MODELS, SGID, TABLE8, TINY_MODELS
+from sgid_bench_plugins.sgid import TINY_SETTINGS as QUICK
 
 NAMES = ["red car", "tabby cat", "oak tree"]
 

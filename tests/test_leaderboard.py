@@ -33,7 +33,7 @@ DATA = {
 
 def add_run(store: Store, method: str, dataset: str, seed: int, top1: float,
             params: tuple[str, ...] = (), backbone: str = "resnet50",
-            profile: str = "quick") -> str:
+            profile: str = "tiny") -> str:
     """Store a finished run with the config the harness would resolve; its config hash."""
     spec = RunSpec(method=method, backbone=backbone, dataset=dataset, seed=seed,
                    profile=profile, params=list(params))
@@ -172,10 +172,10 @@ def test_profiles_are_separate_rows_and_filterable(store: Store) -> None:
     table = only_table(build(store, datasets=["shapes"]))
     nones = [r for r in table.measured if r.method == "none"]
     assert {(r.profile, r.cells["shapes"].mean) for r in nones} == {
-        ("paper", 30.0), ("quick", 61.5)}
-    assert "tiny models" in [r for r in nones if r.profile == "quick"][0].config_label
-    quick = only_table(build(store, profiles=["quick"], datasets=["shapes"]))
-    assert all(r.profile == "quick" for r in quick.measured)
+        ("paper", 30.0), ("tiny", 61.5)}
+    assert "tiny models" in [r for r in nones if r.profile == "tiny"][0].config_label
+    quick = only_table(build(store, profiles=["tiny"], datasets=["shapes"]))
+    assert all(r.profile == "tiny" for r in quick.measured)
 
 
 def test_average_ranks_and_friedman_over_the_datasets(store: Store) -> None:
@@ -364,9 +364,9 @@ def test_leaderboard_of_real_quick_runs(runner: CliRunner, db_url: str,
     for method in ("none", "cutmix", "randaugment"):
         for dataset, params in datasets.items():
             for seed in range(3):
-                spec = RunSpec(method=method, dataset=dataset, seed=seed, profile="quick",
+                spec = RunSpec(method=method, dataset=dataset, seed=seed, profile="tiny",
                                params=[*params, "train.epochs=1"])
-                outcome = execute(spec, store=store, context=Context(profile="quick"))
+                outcome = execute(spec, store=store, context=Context(profile="tiny"))
                 assert outcome.status == "done", outcome.error
     table = only_table(build(store))
     assert len(table.measured) == 3

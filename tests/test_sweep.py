@@ -77,12 +77,23 @@ class Broken(sgid_bench.Augmenter):
         raise RuntimeError("the generator exploded")
 
 
+class NaNMix(sgid_bench.Augmenter):
+    """A mix stage whose images are NaN: the loss diverges at once."""
+
+    name = "nan_mix"
+
+    def mix(self, images: Any, targets: Any, generator: Any) -> tuple[Any, Any]:
+        return images * float("nan"), targets
+
+
 @pytest.fixture
 def test_plugins(monkeypatch: pytest.MonkeyPatch) -> type[Mirror]:
-    """Mirror and Broken registered in this process (Ray workers do not see them)."""
+    """Mirror, Broken and NaNMix registered in this process (Ray workers do not see
+    them)."""
     augmenters = registry().entries["augmenter"]
     monkeypatch.setitem(augmenters, "mirror", Entry(Mirror, "tests"))
     monkeypatch.setitem(augmenters, "broken", Entry(Broken, "tests"))
+    monkeypatch.setitem(augmenters, "nan_mix", Entry(NaNMix, "tests"))
     Mirror.calls.clear()
     return Mirror
 
@@ -96,7 +107,7 @@ def store(db_url: str) -> Iterator[Store]:
 
 @pytest.fixture
 def context() -> Context:
-    return Context(profile="quick", device="cpu")
+    return Context(profile="tiny", device="cpu")
 
 
 # -- sweep files ---------------------------------------------------------------------------
@@ -276,17 +287,17 @@ def test_rerun_skips_finished_runs(tmp_path: Path, runner: CliRunner, db_url: st
 
 
 def test_failed_run_is_recorded_and_the_sweep_goes_on(
-        tmp_path: Path, runner: CliRunner, db_url: str) -> None:
-    path = write(tmp_path / "s.toml", ["none"], extra=TINY + "[grid]\n"
-                 "'train.optimizer' = ['nonsense', 'adamw']\n")
+        tmp_path: Path, runner: CliRunner, db_url: str, test_plugins: Any) -> None:
+    # A mix stage that makes the loss NaN fails while training (issue 12 item 15).
+    path = write(tmp_path / "s.toml", ["nan_mix", "none"])
     result = runner.invoke(sweep, [str(path)])
     assert result.exit_code == 1
     assert "1 done, 1 failed" in result.output
-    assert "unknown optimizer 'nonsense'" in result.output
+    assert "diverged at epoch" in result.output, result.output
     assert "--resume" in result.output
     store = Store(db_url)
     (failed,) = store.runs(status=FAILED)
-    assert "unknown optimizer" in failed.error
+    assert "lower the learning rate" in failed.error
     assert len(store.runs(status=DONE)) == 1
     # Without --resume the failure stays; with it, the run is tried again.
     assert "failed earlier 1, running elsewhere 0, to run 0" in runner.invoke(
