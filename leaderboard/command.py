@@ -66,11 +66,19 @@ def _render(lb: Leaderboard, fmt: str, details: bool, output: Path | None) -> No
               help="Also write the PNG figures (accuracy, gain heat-map, CD diagram) here.")
 @click.option("--publish", "publish_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write README.md + index.html + PNGs here (the published leaderboard).")
+@click.option("--select-by", "select_by", type=click.Choice(["val", "none"]), default="val",
+              show_default=True,
+              help="Settings of a method that differ only in its own parameters (a sweep's "
+              "[select] grid, --param sgid.strength=...): val shows per dataset the one with "
+              "the best mean validation accuracy and names it; none shows each as a row.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.05, show_default=True, help="Significance level.")
 def leaderboard(**options: object) -> None:
     """Tables per backbone (methods x datasets, mean ± std over seeds) with significance
-    tests against the plain backbone and the best baseline, ranks and figures."""
+    tests against the plain backbone and the best baseline, ranks and figures.
+
+    --method/--dataset only hide rows and columns: tests, Holm families, best baselines
+    and ranks are computed over every stored run of the backbone and profile."""
     try:
         _leaderboard(**options)  # type: ignore[arg-type]
     except UserError as exc:
@@ -80,7 +88,8 @@ def leaderboard(**options: object) -> None:
 def _leaderboard(db: str | None, backbones: tuple[str, ...], datasets: tuple[str, ...],
                  methods: tuple[str, ...], profiles: tuple[str, ...], fmt: str,
                  reference: str | None, details: bool, output: Path | None,
-                 figures_dir: Path | None, publish_dir: Path | None, alpha: float) -> None:
+                 figures_dir: Path | None, publish_dir: Path | None, alpha: float,
+                 select_by: str) -> None:
     from sgid_bench.leaderboard.table import build
     from sgid_bench.store import Store, default_url
 
@@ -88,7 +97,7 @@ def _leaderboard(db: str | None, backbones: tuple[str, ...], datasets: tuple[str
     store = Store(db or default_url(), readonly=True)
     try:
         lb = build(store, backbones=backbones, datasets=datasets, methods=methods,
-                   profiles=profiles, alpha=alpha, reference=reference)
+                   profiles=profiles, alpha=alpha, reference=reference, select_by=select_by)
     finally:
         store.close()
     if not lb.tables:

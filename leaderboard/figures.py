@@ -18,9 +18,10 @@ import numpy as np
 
 from sgid_bench.leaderboard import stats
 from sgid_bench.leaderboard.grid import GAIN_NONE, LOSS
-from sgid_bench.leaderboard.table import Leaderboard, Table, dataset_label
+from sgid_bench.leaderboard.table import Leaderboard, Row, Table, dataset_label
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -60,23 +61,44 @@ def accuracy_figure(table: Table) -> Figure | None:
 
 def gain_figure(table: Table) -> Figure | None:
     """Heat-map of the mean gain over the plain backbone (percentage points), annotated
-    with the gain and its significance mark (Holm-adjusted)."""
+    with the gain and its significance mark (Holm-adjusted): one panel with its own
+    colour scale per (profile, tiny models) class, so tiny-model noise never sets the
+    scale of real-model gains."""
     rows = [r for r in table.measured if any(c.vs_none for c in r.cells.values())]
-    datasets = [d for d in table.measured_datasets
-                if any(d in r.cells and r.cells[d].vs_none for r in rows)]
     if not rows:
         return None
+    families = list(dict.fromkeys(r.family for r in rows))
+    panels = [[r for r in rows if r.family == f] for f in families]
+    # Room for the row names (about 0.08 inch a character at small size) and the colour bar.
+    label_width = 0.08 * max(len(r.name) for r in rows)
+    n_cols = max(len(_gain_datasets(table, p)) for p in panels)
+    fig = _figure(2.4 + label_width + 1.3 * n_cols,
+                  1.2 * len(panels) + 0.45 * len(rows) + 0.4)
+    axes = fig.subplots(len(panels), 1, squeeze=False,
+                        height_ratios=[len(p) + 1 for p in panels])[:, 0]
+    for ax, panel, (profile, tiny) in zip(axes, panels, families, strict=True):
+        _gain_panel(fig, ax, table, panel)
+        what = f"{profile} profile" + (", tiny models" if tiny else "")
+        ax.set_title(f"{table.backbone}, {what}: gain over the plain backbone (pp)\n"
+                     f"{GAIN_NONE} / {LOSS}: Holm-adjusted p < {table.alpha:g}",
+                     fontsize="small")
+    return fig
+
+
+def _gain_datasets(table: Table, rows: list[Row]) -> list[str]:
+    return [d for d in table.measured_datasets
+            if any(d in r.cells and r.cells[d].vs_none for r in rows)]
+
+
+def _gain_panel(fig: Figure, ax: Axes, table: Table, rows: list[Row]) -> None:
+    datasets = _gain_datasets(table, rows)
     gains = np.full((len(rows), len(datasets)), np.nan)
     for i, row in enumerate(rows):
         for j, d in enumerate(datasets):
             comp = row.cells[d].vs_none if d in row.cells else None
             gains[i, j] = comp.diff if comp else np.nan
-    bound = float(np.nanmax(np.abs(gains))) or 1.0
-    # Room for the row names (about 0.08 inch a character at small size) and the colour bar.
-    names = [r.name for r in rows]
-    label_width = 0.08 * max(len(n) for n in names)
-    fig = _figure(2.4 + label_width + 1.3 * len(datasets), 1.6 + 0.45 * len(rows))
-    ax = fig.add_subplot()
+    bound = float(np.nanmax(np.abs(gains))) if np.isfinite(gains).any() else 0.0
+    bound = bound or 1.0
     image = ax.imshow(gains, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     for i, row in enumerate(rows):
         for j, d in enumerate(datasets):
@@ -87,11 +109,8 @@ def gain_figure(table: Table) -> Figure | None:
                 ax.text(j, i, f"{comp.diff:+.2f}{mark}", ha="center", va="center",
                         fontsize="small")
     ax.set_xticks(range(len(datasets)), [dataset_label(d) for d in datasets])
-    ax.set_yticks(range(len(rows)), names, fontsize="small")
-    ax.set_title(f"{table.backbone}: gain over the plain backbone (pp)\n"
-                 f"{GAIN_NONE} / {LOSS}: Holm-adjusted p < {table.alpha:g}", fontsize="small")
+    ax.set_yticks(range(len(rows)), [r.name for r in rows], fontsize="small")
     fig.colorbar(image, ax=ax, label="gain (pp)")
-    return fig
 
 
 def cd_figure(table: Table) -> Figure | None:
@@ -141,8 +160,10 @@ def _cd_title(table: Table) -> str:
     r = table.ranking
     assert r is not None
     title = f"{table.backbone}: average rank over {r.n_blocks} dataset(s)"
-    if r.friedman_p is not None:
+    if r.friedman_p is not None and r.cd is not None:
         title += f"; Friedman p = {r.friedman_p:.3g}; Nemenyi alpha = {table.alpha:g}"
+    elif r.friedman_p is not None:
+        title += f"; Friedman p = {r.friedman_p:.3g}, not significant: no post-hoc bars"
     else:
         title += "; too few methods/datasets for the Friedman test"
     return title

@@ -18,7 +18,7 @@ from sgid_bench.leaderboard.table import (
     fmt,
 )
 
-GAIN_NONE, GAIN_BEST, LOSS = "*", "†", "↓"
+GAIN_NONE, GAIN_BEST, LOSS, THIN = "*", "†", "↓", "°"
 LEGEND = (f"{GAIN_NONE} significant gain over the plain backbone (none), {GAIN_BEST} over "
           f"the best non-SGID baseline, {LOSS} significantly below the plain backbone")
 
@@ -71,6 +71,8 @@ def cell_text(cell: Cell, alpha: float) -> Text:
         text += f" {reason}"
     if cell.delta is not None:
         text += f" Δ{fmt(cell.delta, signed=True)}"
+    if cell.selected:
+        text += f" [{cell.selected}]"
     if cell.split:
         text += f" #{cell.short_hash}"
     tested = [c for c in cell.comparisons() if c.tested]
@@ -88,6 +90,11 @@ def average_text(avg: Average | None) -> Text:
     return Text(text, bold=avg.place == 1, underline=avg.place == 2, numeric=True)
 
 
+def _summaries(table: Table) -> bool:
+    """Average and rank columns: not when a dataset filter hides columns they cover."""
+    return not table.hidden_datasets
+
+
 def _row_cells(row: Row, table: Table) -> list[Text]:
     if row.kind == MEASURED:
         cells = [cell_text(row.cells[d], table.alpha) if d in row.cells
@@ -96,10 +103,20 @@ def _row_cells(row: Row, table: Table) -> list[Text]:
     else:
         cells = [_ref_text(row, d) for d in table.datasets]
         avg = _ref_text(row, AVERAGE)
+    if not _summaries(table):
+        return cells
     out = cells + ([avg] if table.has_average else [])
     if table.ranking:
-        out.append(Text(fmt(row.rank) if row.rank is not None else "—", numeric=True))
+        out.append(_rank_text(row))
     return out
+
+
+def _rank_text(row: Row) -> Text:
+    if row.rank is None:
+        return Text("—", numeric=True)
+    # A rank resting on a single-seed cell is shown, but never without a mark.
+    return Text(fmt(row.rank), numeric=True, dim=row.rank_thin,
+                mark=THIN if row.rank_thin else "")
 
 
 def _ref_text(row: Row, dataset: str) -> Text:
@@ -113,8 +130,9 @@ def _ref_text(row: Row, dataset: str) -> Text:
 def grid(table: Table) -> Grid:
     """The main table of one backbone."""
     header = ["Group", "Method", "Config", *map(dataset_label, table.datasets)]
-    header += ["Average"] if table.has_average else []
-    header += ["Avg rank"] if table.ranking else []
+    if _summaries(table):
+        header += ["Average"] if table.has_average else []
+        header += ["Avg rank"] if table.ranking else []
     rows, last_group = [], None
     for row in table.rows:
         group = row.group if row.group != last_group else ""
@@ -126,21 +144,45 @@ def grid(table: Table) -> Grid:
                 caption(table), numeric)
 
 
+def family_text(table: Table) -> str:
+    """The Holm families and their sizes (over every stored row, hidden or not)."""
+    parts = []
+    for (profile, tiny), size in sorted(table.families.items()):
+        what = f"{profile} profile" + (", tiny models" if tiny else "")
+        parts.append(f"{size} test(s) of the {what}")
+    if not parts:
+        return "no tests"
+    return ("one family of " if len(parts) == 1 else "separate families: ") + "; ".join(parts)
+
+
 def caption(table: Table) -> str:
-    """Names the test, the seeds, alpha, and the rank statistics."""
+    """Names the test, the seeds, alpha, the Holm family, selection and rank statistics."""
     seeds = table.seed_counts()
     parts = []
     if seeds:
         n_seeds = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
-        tests = [c for c in table.comparisons() if c.tested]
         parts.append(
             f"Cells: mean ± std over seeds (n = {n_seeds} seeds per cell). {LEGEND}: two-sided "
-            f"paired t-test over seeds (Welch's t-test where seeds do not pair), "
-            f"Holm-corrected over the {len(tests)} tests of this table, alpha = "
-            f"{table.alpha:g}. Bold best, underlined second; dimmed = no significant "
-            "difference.")
+            f"paired t-test over seeds (Welch's t-test over all seeds where the seeds do not "
+            f"all pair), Holm-corrected over all comparisons of this backbone in the store, "
+            f"{family_text(table)}; alpha = {table.alpha:g}. Filters hide rows, never tests. "
+            "Bold best, underlined second (within a profile and model class, cells with 2+ "
+            "seeds); dimmed = no significant difference.")
     else:
         parts.append("No measured runs of this backbone match the filters.")
+    if any(c.selected for r in table.measured for c in r.cells.values()):
+        parts.append("[key=value]: the setting chosen per dataset by the best mean "
+                     "validation accuracy among the stored settings (--select-by val); its "
+                     "test accuracy is shown.")
+    if table.hidden_rows or table.hidden_datasets:
+        hidden = [f"{table.hidden_rows} row(s)"] if table.hidden_rows else []
+        hidden += [f"dataset(s) {', '.join(table.hidden_datasets)}"] \
+            if table.hidden_datasets else []
+        parts.append(f"Hidden by the filters: {' and '.join(hidden)}; tests, best baselines "
+                     "and ranks still count them" + ("; average and rank columns left out"
+                                                     if table.hidden_datasets else ""))
+    if any(r.rank_thin for r in table.measured):
+        parts.append(f"{THIN} rank resting on a cell with a single seed.")
     if any(r.kind != MEASURED for r in table.rows):
         parts.append("Italic rows: the paper's Table 1, * where the paper marks the gain "
                      "significant (p < 0.05); Δ = measured − paper, for paper-profile runs "
@@ -159,10 +201,14 @@ def ranking_lines(table: Table) -> list[str]:
     r = table.ranking
     if r is None:
         return []
-    out = [f"Avg rank over {r.n_blocks} dataset(s), 1 = best."]
+    out = [f"Avg rank over {r.n_blocks} dataset(s), 1 = best, ties at display precision."]
     if r.friedman_p is not None:
-        out.append(f"Friedman chi² = {r.friedman_stat:.3f}, p = {r.friedman_p:.4g}; "
-                   f"Nemenyi critical difference = {r.cd:.3f}.")
+        line = (f"Friedman chi² = {r.friedman_stat:.3f}, p = {r.friedman_p:.4g}; "
+                f"Iman-Davenport F = {fmt(r.iman_davenport_f, 3)}, p = "
+                f"{r.iman_davenport_p:.4g}")
+        if r.cd is not None:
+            line += f"; Nemenyi critical difference = {r.cd:.3f}"
+        out.append(line + ".")
     return out + r.notes
 
 
@@ -184,7 +230,8 @@ def details_grid(table: Table) -> Grid:
     level = f"{100 * (1 - table.alpha):g}%"
     return Grid(f"Tests, backbone {table.backbone}", header, rows,
                 f"CI: {level} confidence interval of the mean difference. Effect: Cohen's "
-                "d_z (paired) or d_av (Welch). p (Holm): adjusted over the table.", numeric)
+                "d_z (paired) or d_av (Welch). p (Holm): adjusted within its family, "
+                f"{family_text(table)}.", numeric)
 
 
 def _detail_row(row: Row, dataset: str, cell: Cell, versus: str, c: stats.Comparison,
@@ -194,24 +241,35 @@ def _detail_row(row: Row, dataset: str, cell: Cell, versus: str, c: stats.Compar
     p = f"{c.p:.4g}" if c.p is not None else "—"
     ph = f"{c.p_holm:.4g}" if c.p_holm is not None else "—"
     sig = ("yes" if c.significant(alpha) else "no") if c.tested else "—"
-    note = "; ".join(x for x in (c.reason or "", c.note, f"#{cell.short_hash}") if x)
+    chosen = f"{cell.selected} chosen on val" if cell.selected else ""
+    note = "; ".join(x for x in (c.reason or "", c.note, chosen, f"#{cell.short_hash}") if x)
     return [Text(row.method), Text(row.config_label), Text(dataset_label(dataset)), Text(versus),
             Text(c.test or "—"), Text(str(c.n)), Text(fmt(c.diff, signed=True)), Text(ci),
             Text(effect), Text(p), Text(ph), Text(sig, bold=sig == "yes"), Text(note)]
 
 
 def posthoc_grid(table: Table) -> Grid | None:
-    """Pairwise post-hoc p-values of the rank analysis (Nemenyi; Wilcoxon-Holm where the
-    number of datasets allows)."""
+    """Pairwise post-hoc p-values of the rank analysis (Nemenyi after a significant
+    Friedman test; Wilcoxon-Holm only where an adjusted p can reach alpha), for the pairs
+    whose rows are shown."""
     r = table.ranking
     if r is None or not r.nemenyi_p:
         return None
-    header = ["Method A", "Method B", "Rank A", "Rank B", "Nemenyi p", "Wilcoxon-Holm p"]
+    shown = {id(row) for row in table.measured}
+    visible = [id(row) in shown for row in table.ranked]
+    wilcoxon = bool(r.wilcoxon_holm_p)
+    header = ["Method A", "Method B", "Rank A", "Rank B", "Nemenyi p"]
+    header += ["Wilcoxon-Holm p"] if wilcoxon else []
     rows = []
     for (i, j), p in r.nemenyi_p.items():
-        w = r.wilcoxon_holm_p.get((i, j))
-        rows.append([Text(r.methods[i]), Text(r.methods[j]), Text(fmt(r.avg_ranks[i])),
-                     Text(fmt(r.avg_ranks[j])), Text(f"{p:.4g}", bold=p < table.alpha),
-                     Text(f"{w:.4g}" if w is not None else "—")])
+        if not (visible[i] and visible[j]):
+            continue
+        line = [Text(r.methods[i]), Text(r.methods[j]), Text(fmt(r.avg_ranks[i])),
+                Text(fmt(r.avg_ranks[j])), Text(f"{p:.4g}", bold=p < table.alpha)]
+        if wilcoxon:
+            w = r.wilcoxon_holm_p[(i, j)]
+            line.append(Text(f"{w:.4g}", bold=w < table.alpha))
+        rows.append(line)
     return Grid(f"Post-hoc, backbone {table.backbone}", header, rows,
-                " ".join(sentence(x) for x in ranking_lines(table)), [False, False] + [True] * 4)
+                " ".join(sentence(x) for x in ranking_lines(table)),
+                [False, False] + [True] * (len(header) - 2))

@@ -40,15 +40,19 @@ def render_rich(lb: Leaderboard, file: IO[str], details: bool = False,
     """Rich tables on ``file``: numbers right-aligned, best bold, second underlined,
     not-significant dimmed, a caption naming the test, seeds and alpha."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table as RichTable
     from rich.text import Text as RichText
 
     # Off a terminal (a pipe, a file) keep lines whole rather than wrapped at 80 columns.
     console = Console(file=file, width=width or (None if file.isatty() else 240))
     for g in grids(lb, details):
-        rt = RichTable(title=g.title, caption=g.caption, caption_justify="left")
+        # Captions name settings as [key=value]: text, not rich markup.
+        rt = RichTable(title=escape(g.title), caption=escape(g.caption),
+                       caption_justify="left")
         for name, numeric in zip(g.header, g.numeric, strict=True):
-            rt.add_column(name, justify="right" if numeric else "left", overflow="fold")
+            rt.add_column(escape(name), justify="right" if numeric else "left",
+                          overflow="fold")
         for row in g.rows:
             rt.add_row(*[RichText.assemble((t.text, _rich_style(t)), (t.mark, "bold"))
                          for t in row])
@@ -88,13 +92,18 @@ def render_markdown(lb: Leaderboard, details: bool = False) -> str:
 
 # -- csv --------------------------------------------------------------------------------
 
+COMPARISON_FIELDS = ["test", "n", "diff", "ci_low", "ci_high", "statistic", "p", "p_holm",
+                     "significant", "effect", "effect_name", "note"]
 CSV_FIELDS = [
     "backbone", "group", "method", "kind", "profile", "tiny_models", "variant", "dataset",
     "config_hash", "n", "seeds", "mean", "std", "ci_low", "ci_high", "place",
-    "vs_none_test", "vs_none_diff", "vs_none_p", "vs_none_p_holm", "vs_none_significant",
-    "vs_none_effect", "best_baseline", "vs_best_test", "vs_best_diff", "vs_best_p",
-    "vs_best_p_holm", "vs_best_significant", "vs_best_effect", "reference", "delta",
-    "avg_rank", "note",
+    "selected", "val_mean", "select_candidates",
+    *[f"vs_none_{f}" for f in COMPARISON_FIELDS], "best_baseline",
+    *[f"vs_best_{f}" for f in COMPARISON_FIELDS], "holm_family_size",
+    "reference", "delta", "avg_rank", "rank_single_seed",
+    # Rank analysis (kind "friedman": one line per table; kind "posthoc": one per pair).
+    "versus", "friedman_chi2", "friedman_p", "iman_davenport_f", "iman_davenport_p", "cd",
+    "nemenyi_p", "wilcoxon_holm_p", "note",
 ]
 
 
@@ -102,20 +111,33 @@ def _comparison_fields(prefix: str, cell: Cell, alpha: float) -> dict[str, Any]:
     c = getattr(cell, prefix)
     if c is None:
         return {}
-    return {f"{prefix}_test": c.test or "", f"{prefix}_diff": c.diff, f"{prefix}_p": c.p,
-            f"{prefix}_p_holm": c.p_holm, f"{prefix}_effect": c.effect,
-            f"{prefix}_significant": int(c.significant(alpha)) if c.tested else ""}
+    values = {"test": c.test or "", "n": c.n, "diff": c.diff,
+              "ci_low": c.ci[0] if c.ci else None, "ci_high": c.ci[1] if c.ci else None,
+              "statistic": c.statistic, "p": c.p, "p_holm": c.p_holm,
+              "significant": int(c.significant(alpha)) if c.tested else "",
+              "effect": c.effect, "effect_name": c.effect_name,
+              "note": "; ".join(x for x in (c.reason or "", c.note) if x)}
+    return {f"{prefix}_{k}": v for k, v in values.items()}
+
+
+def _candidates_text(cell: Cell) -> str:
+    return "; ".join(f"{c.label}: val {c.val_mean:.4f}, test {c.test_mean:.4f}, n={c.n}"
+                     for c in cell.candidates if c.val_mean is not None)
 
 
 def _csv_cell(table: Table, row: Row, dataset: str, cell: Cell) -> dict[str, Any]:
     ci = cell.ci(table.alpha)
     ref = row.reference.get(dataset)
     notes = [c.reason for c in cell.comparisons() if c.reason]
+    val = list(cell.val.values())
     return {
         "dataset": dataset, "config_hash": cell.config_hash, "n": cell.n,
         "seeds": " ".join(map(str, sorted(cell.values))), "mean": cell.mean, "std": cell.std,
         "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
         "place": cell.place or "", "best_baseline": cell.best_baseline,
+        "selected": cell.selected, "val_mean": sum(val) / len(val) if val else None,
+        "select_candidates": _candidates_text(cell),
+        "holm_family_size": table.families.get(row.family),
         "reference": ref.accuracy if ref else None, "delta": cell.delta,
         "note": "; ".join(notes + (["no plain-backbone run"] if cell.no_baseline else [])),
         **_comparison_fields("vs_none", cell, table.alpha),
@@ -128,7 +150,8 @@ def _csv_rows(table: Table) -> list[dict[str, Any]]:
     for row in table.rows:
         base = {"backbone": table.backbone, "group": row.group, "method": row.method,
                 "kind": row.kind, "profile": row.profile, "tiny_models": int(row.tiny),
-                "variant": row.variant, "avg_rank": row.rank}
+                "variant": row.variant, "avg_rank": row.rank,
+                "rank_single_seed": int(row.rank_thin) if row.rank is not None else ""}
         if row.kind == MEASURED:
             out += [{**base, **_csv_cell(table, row, d, c)} for d, c in row.cells.items()]
             if row.average:
@@ -138,6 +161,26 @@ def _csv_rows(table: Table) -> list[dict[str, Any]]:
         else:
             out += [{**base, "dataset": d, "reference": v.accuracy}
                     for d, v in row.reference.items()]
+    return out + _csv_ranking(table)
+
+
+def _csv_ranking(table: Table) -> list[dict[str, Any]]:
+    """The Friedman / Iman-Davenport line and one line per post-hoc pair (every pair of
+    the ranking: the csv is the complete record, hidden rows included)."""
+    r = table.ranking
+    if r is None:
+        return []
+    ranked = table.ranked[0]
+    base = {"backbone": table.backbone, "profile": ranked.profile,
+            "tiny_models": int(ranked.tiny)}
+    out: list[dict[str, Any]] = [{
+        **base, "kind": "friedman", "n": r.n_blocks, "friedman_chi2": r.friedman_stat,
+        "friedman_p": r.friedman_p, "iman_davenport_f": r.iman_davenport_f,
+        "iman_davenport_p": r.iman_davenport_p, "cd": r.cd, "note": " ".join(r.notes)}]
+    for (i, j), p in r.nemenyi_p.items():
+        out.append({**base, "kind": "posthoc", "method": r.methods[i], "versus": r.methods[j],
+                    "avg_rank": r.avg_ranks[i], "n": r.n_blocks, "nemenyi_p": p,
+                    "wilcoxon_holm_p": r.wilcoxon_holm_p.get((i, j))})
     return out
 
 

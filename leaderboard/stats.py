@@ -1,12 +1,14 @@
 """Significance tests of the leaderboard, on top of :mod:`scipy.stats`.
 
 - Within a dataset: a method against the plain backbone (or the best baseline) over seeds,
-  by a paired t-test when at least two seeds pair (the paper's test), else Welch's t-test;
+  by a paired t-test when both sides have the same two or more seeds (the paper's test),
+  else Welch's t-test over all seeds of both sides (a partial overlap never drops seeds);
   effect size (Cohen's d_z when paired, d_av for Welch) and a confidence interval of the
-  mean difference. p-values of a whole table are Holm-corrected (:func:`holm`).
-- Across datasets: average ranks, the Friedman test, and the Nemenyi post-hoc with its
-  critical difference (Demsar 2006); the Wilcoxon signed-rank post-hoc with Holm where the
-  number of datasets lets an exact test reach the level at all.
+  mean difference. p-values of a family of tests are Holm-corrected (:func:`holm`).
+- Across datasets: average ranks, the Friedman test with the Iman-Davenport F, and, only
+  after a significant Friedman test, the Nemenyi post-hoc with its critical difference
+  (Demsar 2006) and the Wilcoxon signed-rank post-hoc with Holm where the number of
+  datasets and pairs lets a Holm-adjusted exact p reach the level at all.
 
 Degenerate inputs (fewer than two seeds, zero variance) give a result with ``reason`` set
 and no p-value instead of a guess.
@@ -61,23 +63,25 @@ def _spread_is_zero(values: np.ndarray) -> bool:
 def compare(a: Mapping[int, float], b: Mapping[int, float], alpha: float = 0.05) -> Comparison:
     """Compare per-seed results ``a`` (method) and ``b`` (baseline), ``{seed: accuracy}``.
 
-    Paired t-test on the seeds both share when there are at least two; otherwise Welch's
-    t-test when each side has at least two seeds; otherwise no test (``reason`` says why).
+    Paired t-test when both sides have the same seeds (at least two); otherwise Welch's
+    t-test over every seed of both sides when each has at least two (pairing only the
+    shared seeds would drop the others); otherwise no test (``reason`` says why).
     The interval is the ``1 - alpha`` confidence interval of the mean difference."""
     common = sorted(set(a) & set(b))
     diff = float(np.mean(list(a.values())) - np.mean(list(b.values()))) if a and b else math.nan
-    if len(common) >= 2:
+    if set(a) == set(b) and len(common) >= 2:
         return _paired(np.array([a[s] for s in common]), np.array([b[s] for s in common]),
-                       alpha, dropped=len(set(a) | set(b)) - len(common))
+                       alpha)
     if len(a) >= 2 and len(b) >= 2:
-        return _welch(np.array(list(a.values())), np.array(list(b.values())), alpha)
+        note = (f"seeds pair only partly ({len(common)} shared of {len(a)} vs {len(b)}): "
+                "Welch over all seeds" if common else "seeds do not pair")
+        return _welch(np.array(list(a.values())), np.array(list(b.values())), alpha, note)
     return Comparison(None, len(common), diff, reason=TOO_FEW,
                       note=f"{len(a)} vs {len(b)} seeds, {len(common)} paired; need 2")
 
 
-def _paired(x: np.ndarray, y: np.ndarray, alpha: float, dropped: int) -> Comparison:
+def _paired(x: np.ndarray, y: np.ndarray, alpha: float) -> Comparison:
     d = x - y
-    note = f"{dropped} unpaired seed(s) left out" if dropped else ""
     if _spread_is_zero(d):
         return Comparison(PAIRED, len(d), float(d.mean()), reason=ZERO_VARIANCE,
                           note="every seed gives the same difference")
@@ -86,11 +90,11 @@ def _paired(x: np.ndarray, y: np.ndarray, alpha: float, dropped: int) -> Compari
     return Comparison(
         PAIRED, len(d), float(d.mean()), ci=(float(ci.low), float(ci.high)),
         effect=float(d.mean() / d.std(ddof=1)), effect_name="d_z",
-        statistic=float(res.statistic), p=float(res.pvalue), note=note,
+        statistic=float(res.statistic), p=float(res.pvalue),
     )
 
 
-def _welch(x: np.ndarray, y: np.ndarray, alpha: float) -> Comparison:
+def _welch(x: np.ndarray, y: np.ndarray, alpha: float, note: str) -> Comparison:
     diff = float(x.mean() - y.mean())
     if _spread_is_zero(x) and _spread_is_zero(y):
         return Comparison(WELCH, len(x) + len(y), diff, reason=ZERO_VARIANCE,
@@ -102,7 +106,7 @@ def _welch(x: np.ndarray, y: np.ndarray, alpha: float) -> Comparison:
     return Comparison(
         WELCH, len(x) + len(y), diff, ci=(float(ci.low), float(ci.high)),
         effect=diff / sd, effect_name="d_av", statistic=float(res.statistic),
-        p=float(res.pvalue), note="seeds do not pair",
+        p=float(res.pvalue), note=note,
     )
 
 
@@ -153,16 +157,24 @@ class Ranking:
     avg_ranks: list[float]
     friedman_stat: float | None = None
     friedman_p: float | None = None
+    #: Iman-Davenport's F form of the Friedman statistic (Demsar 2006, eq. 2), its p.
+    iman_davenport_f: float | None = None
+    iman_davenport_p: float | None = None
     cd: float | None = None
-    #: (i, j) -> Nemenyi p-value, and Wilcoxon-Holm p-value where N allows it.
+    #: (i, j) -> Nemenyi p-value, and Wilcoxon-Holm p-value where N allows it; both only
+    #: after a significant Friedman test.
     nemenyi_p: dict[tuple[int, int], float] = field(default_factory=dict)
     wilcoxon_holm_p: dict[tuple[int, int], float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    def friedman_significant(self, alpha: float) -> bool:
+        return self.friedman_p is not None and self.friedman_p < alpha
+
 
 def rank(scores: np.ndarray, methods: Sequence[str], alpha: float = 0.05) -> Ranking:
     """Average ranks, Friedman and post-hoc tests of ``scores`` (k methods x N datasets,
-    higher is better)."""
+    higher is better). Equal scores share their average rank: round scores to the
+    displayed precision first so that ties a reader sees are ties here too."""
     k, n = scores.shape
     ranks = np.vstack([stats.rankdata(-scores[:, j]) for j in range(n)]).T
     out = Ranking(list(methods), n, [float(r) for r in ranks.mean(axis=1)])
@@ -174,11 +186,27 @@ def rank(scores: np.ndarray, methods: Sequence[str], alpha: float = 0.05) -> Ran
         return out
     res = stats.friedmanchisquare(*scores)
     out.friedman_stat, out.friedman_p = float(res.statistic), float(res.pvalue)
+    out.iman_davenport_f, out.iman_davenport_p = iman_davenport(out.friedman_stat, k, n)
     if n < 10:
         out.notes.append(f"Friedman's chi-square approximation is rough with {n} datasets")
+    if not out.friedman_significant(alpha):
+        out.notes.append(f"no post-hoc comparisons: the Friedman test is not significant "
+                         f"(p = {out.friedman_p:.4g} >= {alpha:g})")
+        return out
     _nemenyi(out, k, n, alpha)
     _wilcoxon_holm(out, scores, alpha)
     return out
+
+
+def iman_davenport(chi2: float, k: int, n: int) -> tuple[float, float]:
+    """Iman and Davenport's F_F = (N - 1) chi2 / (N (k - 1) - chi2) with (k - 1) and
+    (k - 1)(N - 1) degrees of freedom, and its p (infinite F, p = 0, when every dataset
+    ranks the methods the same way)."""
+    denom = n * (k - 1) - chi2
+    if denom <= 1e-12:
+        return math.inf, 0.0
+    f = (n - 1) * chi2 / denom
+    return float(f), float(stats.f.sf(f, k - 1, (k - 1) * (n - 1)))
 
 
 def _nemenyi(out: Ranking, k: int, n: int, alpha: float) -> None:
@@ -192,12 +220,20 @@ def _nemenyi(out: Ranking, k: int, n: int, alpha: float) -> None:
             out.nemenyi_p[(i, j)] = float(stats.studentized_range.sf(q, k, np.inf))
 
 
+def wilcoxon_holm_can_reach(n: int, pairs: int, alpha: float) -> bool:
+    """Whether a Holm-adjusted exact Wilcoxon p over ``pairs`` comparisons on ``n``
+    datasets can fall below ``alpha``: the smallest adjusted p is pairs * 2 / 2**n."""
+    return pairs * wilcoxon_min_p(n) < alpha
+
+
 def _wilcoxon_holm(out: Ranking, scores: np.ndarray, alpha: float) -> None:
     k, n = scores.shape
-    if wilcoxon_min_p(n) >= alpha:
+    m = k * (k - 1) // 2
+    if not wilcoxon_holm_can_reach(n, m, alpha):
         out.notes.append(
-            f"Wilcoxon-Holm post-hoc skipped: an exact Wilcoxon test on {n} pairs can never "
-            f"reach p < {alpha:g} (smallest p = 2/2^{n} = {wilcoxon_min_p(n):.4g})"
+            f"Wilcoxon-Holm post-hoc skipped: with {n} datasets and {m} pairs a "
+            f"Holm-adjusted exact Wilcoxon p can never reach {alpha:g} (smallest: "
+            f"{m} x 2/2^{n} = {m * wilcoxon_min_p(n):.4g})"
         )
         return
     pairs, pvalues = [], []

@@ -4,7 +4,15 @@ A *cell* is one (backbone, method, dataset, config hash): runs of different conf
 (params, models, profile, harness or plugin versions) never average together. Cells of one
 method line up into *rows* across datasets; when a dataset holds several configs of the
 same method, the config leaves that tell them apart become the row's ``variant`` label
-(``strength=0.3``), so each variant gets its own row.
+(``strength=0.3``), so each variant gets its own row, except that settings differing only
+in the method's own parameters are chosen on validation by default
+(:mod:`~sgid_bench.leaderboard.select`).
+
+Statistics never depend on the view: tests, their Holm family, best baselines, averages
+and ranks are computed over every stored run of the backbone (and profile); ``-m``/``-d``
+filters hide rows and columns afterwards. Each (profile, tiny models) class of rows is its
+own family of tests: tiny and real models are never corrected, ranked or coloured
+together.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from sgid_bench.leaderboard import stats
+from sgid_bench.errors import UserError
+from sgid_bench.leaderboard import select, stats
 from sgid_bench.leaderboard.configs import base_signature, variant_labels
 from sgid_bench.leaderboard.groups import GROUP_ORDER, is_sgid_family, method_group
 from sgid_bench.leaderboard.reference import (
@@ -47,6 +56,9 @@ class Cell:
     config_hash: str
     config: dict[str, Any]
     values: dict[int, float] = field(default_factory=dict)
+    val: dict[int, float] = field(default_factory=dict)  # seed -> validation top-1 %
+    selected: str = ""  # the setting chosen on validation ("sgid.strength=0.7")
+    candidates: list[select.Candidate] = field(default_factory=list)
     vs_none: stats.Comparison | None = None
     vs_best: stats.Comparison | None = None
     best_baseline: str = ""
@@ -77,6 +89,15 @@ class Cell:
     def comparisons(self) -> list[stats.Comparison]:
         return [c for c in (self.vs_none, self.vs_best) if c is not None]
 
+    @property
+    def rankable(self) -> bool:
+        """Enough seeds to be called best or second (and ranked without a mark)."""
+        return self.n >= 2
+
+
+#: A class of rows that is its own family of tests: (profile, tiny models).
+Family = tuple[str, bool]
+
 
 @dataclass
 class Average:
@@ -102,12 +123,26 @@ class Row:
     reference: dict[str, RefValue] = field(default_factory=dict)
     average: Average | None = None
     rank: float | None = None
+    rank_thin: bool = False  # its rank rests on a cell with fewer than two seeds
+
+    @property
+    def family(self) -> Family:
+        return (self.profile, self.tiny)
+
+    @property
+    def selected_keys(self) -> list[str]:
+        """The parameters chosen on validation in some cell of this row."""
+        keys = {part.partition("=")[0] for c in self.cells.values() if c.selected
+                for part in c.selected.split(", ")}
+        return sorted(keys)
 
     @property
     def config_label(self) -> str:
         if self.kind == REFERENCE:
             return "paper Table 1"
-        parts = [self.profile, "tiny models" if self.tiny else "", self.variant]
+        chosen = ", ".join(self.selected_keys)
+        parts = [self.profile, "tiny models" if self.tiny else "", self.variant,
+                 f"{chosen} chosen on val" if chosen else ""]
         return " · ".join(p for p in parts if p)
 
     @property
@@ -126,6 +161,11 @@ class Table:
     ranking: stats.Ranking | None = None
     ranked: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Tests per family (profile, tiny), counted over every stored row, hidden or not.
+    families: dict[Family, int] = field(default_factory=dict)
+    hidden_rows: int = 0
+    hidden_datasets: list[str] = field(default_factory=list)
+    select_by: str = select.VAL
 
     @property
     def measured(self) -> list[Row]:
@@ -162,13 +202,19 @@ def build(
     profiles: Sequence[str] = (),
     alpha: float = 0.05,
     reference: str | None = None,
+    select_by: str = select.VAL,
 ) -> Leaderboard:
-    """The leaderboard of the finished runs in ``store`` that pass the filters (an empty
-    filter keeps everything), with reference rows from ``reference`` (``paper``) when
-    asked: those pass the same backbone / method / dataset filters."""
+    """The leaderboard of the finished runs in ``store`` (an empty filter keeps
+    everything), with reference rows from ``reference`` (``paper``) when asked: those
+    pass the same backbone / method / dataset filters.
+
+    Backbone and profile filters choose the data; method and dataset filters only hide
+    rows and columns of tables computed over every run of the backbone, so a filter never
+    changes a p-value, a best baseline or a rank."""
+    if select_by not in select.SELECT_BY:
+        raise UserError(f"--select-by {select_by!r}: use one of {', '.join(select.SELECT_BY)}")
     runs = [r for r in store.runs(
-        status="done", backbone=list(backbones) or None, dataset=list(datasets) or None,
-        method=list(methods) or None, profile=list(profiles) or None,
+        status="done", backbone=list(backbones) or None, profile=list(profiles) or None,
         on_invalid=_skip_unreadable,
     ) if r.top1 is not None]
     ref: Reference = {}
@@ -179,9 +225,10 @@ def build(
     for run in runs:
         by_backbone[run.backbone].append(run)
     names = set(by_backbone) | {b for b, _, _ in ref}
-    tables = [build_table(b, by_backbone.get(b, []), alpha, ref)
+    tables = [build_table(b, by_backbone.get(b, []), alpha, ref, select_by)
               for b in sorted(names, key=_order_key(PAPER_BACKBONES))]
-    return Leaderboard(tables, alpha, reference)
+    shown = [hide(t, methods, datasets) for t in tables]
+    return Leaderboard([t for t in shown if t.rows], alpha, reference)
 
 
 def _skip_unreadable(run_id: int, reason: str) -> None:
@@ -190,42 +237,68 @@ def _skip_unreadable(run_id: int, reason: str) -> None:
                 "row (runs.id = %s) in the store", run_id, reason, run_id)
 
 
-def build_table(backbone: str, runs: Iterable[Run], alpha: float, ref: Reference) -> Table:
-    """One backbone's table: rows, comparisons (Holm over the table), places, averages,
+def build_table(backbone: str, runs: Iterable[Run], alpha: float, ref: Reference,
+                select_by: str = select.VAL) -> Table:
+    """One backbone's table: rows, comparisons (Holm per family), places, averages,
     ranks, and the reference rows and differences."""
-    rows = _measured_rows(runs)
+    notes: list[str] = []
+    rows = _measured_rows(runs, select_by, notes)
     ref_rows = _reference_rows(backbone, ref)
     columns = {d for r in rows for d in r.cells} | {d for r in ref_rows for d in r.reference}
     columns.discard(AVERAGE)
-    table = Table(backbone, sorted(columns, key=_order_key(PAPER_DATASETS)), [], alpha)
+    table = Table(backbone, sorted(columns, key=_order_key(PAPER_DATASETS)), [], alpha,
+                  select_by=select_by)
     table.rows = _interleave(rows, ref_rows)
     _compare(table)
-    stats.apply_holm(table.comparisons())
+    _holm(table)
     _averages(table)
     _places(table)
     _rank(table)
     _deltas(table)
+    table.notes += notes
     if any(r.tiny for r in table.measured):
         table.notes.append("tiny models: random-weight stand-ins of the real architectures; "
                            "their accuracies check the pipeline, not the methods")
     return table
 
 
+def hide(table: Table, methods: Sequence[str], datasets: Sequence[str]) -> Table:
+    """Hide the rows of other methods and the columns of other datasets; everything
+    computed stays as computed over the whole table."""
+    if datasets:
+        hidden = [d for d in table.datasets if d not in datasets]
+        table.hidden_datasets = [d for d in hidden if any(d in r.cells for r in table.measured)]
+        table.datasets = [d for d in table.datasets if d in datasets]
+        for row in table.measured:
+            row.cells = {d: c for d, c in row.cells.items() if d in datasets}
+    keep = [r for r in table.rows if (not methods or r.method in methods)
+            and (r.kind != MEASURED or r.cells)]
+    table.hidden_rows = len(table.measured) - sum(r.kind == MEASURED for r in keep)
+    table.rows = keep
+    return table
+
+
 # -- rows -------------------------------------------------------------------------------
 
-def _measured_rows(runs: Iterable[Run]) -> list[Row]:
+def _measured_rows(runs: Iterable[Run], select_by: str, notes: list[str]) -> list[Row]:
     cells: dict[str, Cell] = {}
     meta: dict[str, tuple[str, str, bool]] = {}
     for run in runs:
         cell = cells.setdefault(run.config_hash, Cell(run.dataset, run.config_hash,
                                                       run.config or {}))
         cell.values[run.seed] = float(run.top1)  # type: ignore[arg-type]
+        val = (run.extra or {}).get("val_top1")
+        if isinstance(val, (int, float)) and math.isfinite(val):
+            cell.val[run.seed] = float(val)
         meta[run.config_hash] = (run.method, run.profile, bool(run.tiny_models))
     families: dict[tuple[str, str, bool], list[Cell]] = defaultdict(list)
     for h, cell in cells.items():
         families[meta[h]].append(cell)
     rows: dict[tuple[str, str, bool, str], Row] = {}
     for (method, profile, tiny), members in families.items():
+        if select_by == select.VAL:
+            members, why = select.select(members)
+            notes += [f"{method}: {w}" for w in why]
         labels = variant_labels(members)
         for cell in members:
             key = (method, profile, tiny, labels[cell.config_hash])
@@ -272,6 +345,21 @@ def _candidates(table: Table, row: Row, cell: Cell) -> list[tuple[Row, Cell]]:
             and cell.dataset in r.cells and base_signature(r.cells[cell.dataset].config) == sig]
 
 
+def _shown(value: float) -> float:
+    """A mean as displayed (2 decimals): what ties and places are judged on."""
+    return round(value, 2)
+
+
+def _best_baseline(rivals: list[tuple[Row, Cell]]) -> tuple[Row, Cell] | None:
+    # Never a best baseline on fewer than two seeds: one lucky seed would set the bar.
+    enough = [(r, c) for r, c in rivals if c.n >= 2]
+    if not enough:
+        return None
+    # Ties at display precision go to more seeds, then to the method name (stable).
+    ordered = sorted(enough, key=lambda rc: (rc[0].method, rc[0].variant))
+    return max(ordered, key=lambda rc: (_shown(rc[1].mean), rc[1].n))
+
+
 def _compare(table: Table) -> None:
     for row in table.measured:
         if row.method == "none":
@@ -285,12 +373,22 @@ def _compare(table: Table) -> None:
             else:
                 cell.no_baseline = True
             if is_sgid_family(row.method):
-                rivals = [(r, c) for r, c in peers
-                          if r.method != "none" and not is_sgid_family(r.method)]
-                if rivals:
-                    best_row, best = max(rivals, key=lambda rc: rc[1].mean)
-                    cell.vs_best = stats.compare(cell.values, best.values, table.alpha)
-                    cell.best_baseline = best_row.method
+                best = _best_baseline([(r, c) for r, c in peers if r.method != "none"
+                                       and not is_sgid_family(r.method)])
+                if best:
+                    cell.vs_best = stats.compare(cell.values, best[1].values, table.alpha)
+                    cell.best_baseline = best[0].method
+
+
+def _holm(table: Table) -> None:
+    """Holm over each family: every test of one (profile, tiny) class of this backbone."""
+    families: dict[Family, list[stats.Comparison]] = defaultdict(list)
+    for row in table.measured:
+        for cell in row.cells.values():
+            families[row.family] += cell.comparisons()
+    for key, comps in families.items():
+        stats.apply_holm(comps)
+        table.families[key] = sum(c.tested for c in comps)
 
 
 def _coverage(table: Table) -> dict[tuple[str, bool], list[str]]:
@@ -317,18 +415,22 @@ def _averages(table: Table) -> None:
 
 def _mark_places(items: list[tuple[float, Any]]) -> None:
     # Places by the displayed (2-decimal) value, so equal-looking numbers share a place.
-    shown = sorted({round(v, 2) for v, _ in items}, reverse=True)
+    shown = sorted({_shown(v) for v, _ in items}, reverse=True)
     for value, obj in items:
-        place = shown.index(round(value, 2)) + 1
+        place = shown.index(_shown(value)) + 1
         obj.place = place if place <= 2 else 0
 
 
 def _places(table: Table) -> None:
-    for d in table.measured_datasets:
-        _mark_places([(r.cells[d].mean, r.cells[d]) for r in table.measured if d in r.cells])
+    # Within each family: a tiny-model cell is never "best" against real models. Cells
+    # (and averages) on fewer than two seeds are never placed.
     for key in _coverage(table):
-        _mark_places([(r.average.mean, r.average) for r in table.measured
-                      if r.average and (r.profile, r.tiny) == key])
+        rows = [r for r in table.measured if r.family == key]
+        for d in table.measured_datasets:
+            _mark_places([(r.cells[d].mean, r.cells[d]) for r in rows
+                          if d in r.cells and r.cells[d].rankable])
+        _mark_places([(r.average.mean, r.average) for r in rows
+                      if r.average and r.average.n >= 2])
 
 
 def _rank(table: Table) -> None:
@@ -343,12 +445,14 @@ def _rank(table: Table) -> None:
     n_rows, _, profile, tiny, rows, columns = max(options, key=lambda o: o[:2])
     if n_rows < 2:
         return
-    scores = np.array([[r.cells[d].mean for d in columns] for r in rows])
+    # Ranks on the displayed means: numbers that look equal tie.
+    scores = np.array([[_shown(r.cells[d].mean) for d in columns] for r in rows])
     names = [r.method + (f" [{r.variant}]" if r.variant else "") for r in rows]
     table.ranking = stats.rank(scores, names, table.alpha)
     table.ranked = rows
     for row, avg in zip(rows, table.ranking.avg_ranks, strict=True):
         row.rank = avg
+        row.rank_thin = any(not row.cells[d].rankable for d in columns)
     left_out = len(table.measured) - len(rows)
     if left_out:
         what = f"{profile} profile" + (", tiny models" if tiny else "")

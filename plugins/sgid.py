@@ -51,6 +51,7 @@ TINY_MODELS = {
     "pix2pix": "tiny/instruct-pix2pix",
 }
 CAPTION_MODES = ("random", "clip_filter", "nucleus", "beam", "none")
+GUIDANCE_RULES = ("diffusers", "literal")
 PROMPT_MODES = ("none", "caption_only", "label_only", "complete")
 
 #: The paper's Table 8: per-dataset caption choice and prompt weighting.
@@ -154,7 +155,7 @@ class SGID(_Generative):
     description: ClassVar[str] = (
         "SGID: label + BLIP caption prompt, weighted embeddings, CLIP-mapped guidance, SD img2img."
     )
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     kind: ClassVar[str] = "img2img"
 
     label_template: str = "A picture of a {label}"
@@ -169,6 +170,11 @@ class SGID(_Generative):
     label_weight: float = 1.5
     caption_weight: float = 0.9
     guidance_mapping: bool = True  # g from s*; off: the fixed guidance_scale
+    # How a mapped g <= 1 acts. "diffusers" (default): as in stock diffusers, which the
+    # authors ran, guidance is off for g <= 1 (the conditional prediction alone, i.e. g = 1).
+    # "literal": noise = uncond + g (cond - uncond) for every g, also g < 1 (and g < 0 for
+    # s* > 0.809), which moves towards the unconditional prediction.
+    guidance_rule: str = "diffusers"
     guidance_scale: float = 7.5
     strength: float = 0.5  # noise rate n of img2img
     steps: int = 100
@@ -187,6 +193,7 @@ class SGID(_Generative):
         super().__post_init__()
         _choice("caption", self.caption, self.caption_modes)
         _choice("prompt_mode", self.prompt_mode, PROMPT_MODES)
+        _choice("guidance_rule", self.guidance_rule, GUIDANCE_RULES)
         check_scheduler(self.scheduler)
         if "{label}" not in self.label_template:
             raise UserError("--param label_template must contain {label}, "
@@ -315,7 +322,10 @@ class SGID(_Generative):
                                                    [[texts[i]] for i in missing])
             for i, v in zip(missing, found, strict=True):
                 s[i] = v[0]
-        return [guidance_from_score(v) if v is not None else 1.0 for v in s], s
+        g = [guidance_from_score(v) if v is not None else 1.0 for v in s]
+        if self.guidance_rule == "diffusers":
+            g = [max(x, 1.0) for x in g]  # g <= 1: guidance off, conditional prediction
+        return g, s
 
     # -- the expand stage ------------------------------------------------------------------
 

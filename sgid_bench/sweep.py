@@ -16,7 +16,11 @@ Sweep file format (see ``sgid_bench/sweeps/paper.toml`` and ``quick.toml``)::
     sgid.strength = 0.5              # only runs whose method includes sgid get this one
 
     [grid]                           # lists: one run per combination (cartesian product)
-    sgid.strength = [0.3, 0.5, 0.7]  # expanded only for runs that include sgid
+    "moex.p" = [0.5, 1.0]            # expanded only for runs that include moex
+
+    [select]                         # like [grid], but a setting chosen on validation:
+    sgid.strength = [0.3, 0.5, 0.7]  # the leaderboard (--select-by val, its default) shows
+                                     # per dataset the value with the best validation mean
 
     [resources]                      # per task on Ray (the local executor ignores them)
     num_cpus = 1
@@ -50,7 +54,7 @@ from sgid_bench.errors import UserError
 from sgid_bench.store import DONE, FAILED, RUNNING, Store
 
 SWEEP_KEYS = ("name", "profile", "methods", "backbones", "datasets", "seeds")
-TABLES = ("sweep", "params", "grid", "resources")
+TABLES = ("sweep", "params", "grid", "select", "resources")
 #: Components every run has, besides its method parts, backbone and dataset names.
 ALWAYS = ("train", "backbone", "dataset")
 # Job states in a plan.
@@ -78,6 +82,8 @@ class Sweep:
     seeds: list[int]
     params: dict[str, Any] = field(default_factory=dict)  # dotted key -> value
     grid: dict[str, list[Any]] = field(default_factory=dict)  # dotted key -> values
+    #: Settings chosen on validation: expanded like ``grid``, collapsed by the leaderboard.
+    select: dict[str, list[Any]] = field(default_factory=dict)
     resources: Resources = field(default_factory=Resources)
     path: str = ""
 
@@ -128,12 +134,15 @@ def load_sweep(path: str | Path) -> Sweep:
         seeds=_ints(where, "seeds", seeds),
         params=_flatten(data.get("params", {})),
         grid=_flatten(data.get("grid", {})),
+        select=_flatten(data.get("select", {})),
         resources=_resources(where, data.get("resources", {})),
         path=str(path),
     )
-    for key, values in sweep.grid.items():
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{where} [grid]: {key} must be a non-empty list of values")
+    for table, axes in (("grid", sweep.grid), ("select", sweep.select)):
+        for key, values in axes.items():
+            if not isinstance(values, list) or not values:
+                raise UserError(f"{where} [{table}]: {key} must be a non-empty list of values")
+    _check_select(where, sweep)
     _check_targets(where, sweep)
     return sweep
 
@@ -149,12 +158,29 @@ def _check_targets(where: str, sweep: Sweep) -> None:
     """A prefixed key must reach some run: a misspelled prefix ("trian.epochs") would
     otherwise apply to no run, silently."""
     known = components(sweep)
-    for table, keys in (("params", sweep.params), ("grid", sweep.grid)):
+    for table, keys in (("params", sweep.params), ("grid", sweep.grid),
+                        ("select", sweep.select)):
         for key in keys:
             target, dot, _ = key.rpartition(".")
             if dot and target not in known:
                 raise UserError(f"{where} [{table}]: {key!r} applies to no run: no component "
                                 f"{target!r} in this sweep; components: {', '.join(known)}")
+
+
+def _check_select(where: str, sweep: Sweep) -> None:
+    """A selected key is a method's own parameter (what the leaderboard selects among),
+    prefixed, and set nowhere else in the file."""
+    methods = {p for m in sweep.methods for p in split_method(m)}
+    for key in sweep.select:
+        target, dot, _ = key.rpartition(".")
+        if not dot or target not in methods:
+            names = ", ".join(sorted(methods))
+            raise UserError(f"{where} [select]: {key!r} must name a method's parameter with "
+                            f"its method, e.g. sgid.strength (methods: {names}); use [grid] "
+                            "for other settings")
+        if key in sweep.params or key in sweep.grid:
+            raise UserError(f"{where}: {key!r} is in [select] and in "
+                            f"{'[params]' if key in sweep.params else '[grid]'}: keep one")
 
 
 def _no_unknown(where: str, what: str, table: dict[str, Any], known: tuple[str, ...]) -> None:
@@ -222,7 +248,8 @@ def expand(sweep: Sweep) -> list[RunSpec]:
             sweep.methods, sweep.backbones, sweep.datasets):
         components = {*split_method(method), backbone, dataset.partition(":")[0], *ALWAYS}
         fixed = [param_text(k, v) for k, v in sweep.params.items() if _applies(k, components)]
-        axes = {k: v for k, v in sweep.grid.items() if _applies(k, components)}
+        axes = {k: v for k, v in {**sweep.grid, **sweep.select}.items()
+                if _applies(k, components)}
         for point in itertools.product(*axes.values()):
             params = fixed + [param_text(k, v) for k, v in zip(axes, point, strict=True)]
             specs.extend(RunSpec(method, backbone, dataset, seed, sweep.profile, params)

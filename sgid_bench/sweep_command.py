@@ -185,6 +185,7 @@ def plan_summary(plan: Any) -> str:
         f"{c['total']} runs: {len(s.methods)} methods x {len(s.backbones)} backbones x "
         f"{len(s.datasets)} datasets ({cells} cells) x {len(s.seeds)} seeds"
         + (f", grid over {', '.join(s.grid)}" if s.grid else "")
+        + (f", select over {', '.join(s.select)}" if s.select else "")
         + (f"; {c['duplicates']} duplicate(s) removed" if c["duplicates"] else ""),
         f"already done {c['done']}, failed earlier {c['failed']}, running elsewhere "
         f"{c['running']}, to run {c['to_run']}",

@@ -152,7 +152,7 @@ def test_a_batch_with_different_guidance_per_image(pipe: Any, images: list[Image
 
 def test_sgid_maps_each_images_caption_score_to_its_guidance(
         context: Context, images: list[Image.Image]) -> None:
-    aug = quick_sgid(context, caption="clip_filter")
+    aug = quick_sgid(context, caption="clip_filter", guidance_rule="literal")
     aug.expand(images, [0, 1, 2, 0], NAMES, torch.Generator().manual_seed(0))
     for info in aug.last_info:
         s = info["score"]
@@ -160,6 +160,22 @@ def test_sgid_maps_each_images_caption_score_to_its_guidance(
     fixed = quick_sgid(context, guidance_mapping=False, guidance_scale=3.0)
     fixed.expand(images, [0, 1, 2, 0], NAMES, torch.Generator().manual_seed(0))
     assert [i["guidance"] for i in fixed.last_info] == [3.0] * 4
+
+
+def test_diffusers_rule_turns_guidance_off_at_or_below_one(
+        context: Context, images: list[Image.Image]) -> None:
+    from sgid_bench_plugins.sgid import SGID
+
+    assert SGID().guidance_rule == "diffusers"
+    aug = quick_sgid(context, caption="clip_filter")
+    scores = [-0.2, 0.1, 0.25, 0.6, 0.9]
+    g, s = aug.guidance(images[:1] * 5, ["x"] * 5, scores)
+    assert s == scores
+    assert g == pytest.approx([1.0, 1.16, 1.25, 1.0, 1.0])
+    literal = quick_sgid(context, caption="clip_filter", guidance_rule="literal")
+    g, _ = literal.guidance(images[:1] * 5, ["x"] * 5, scores)
+    assert g == pytest.approx([-4 * v * v + 2 * v + 1 for v in scores])
+    assert g[-1] < 0  # s* > 0.809 gives a negative scale under the literal rule
 
 
 def test_without_caption_the_score_is_the_prompt_similarity(

@@ -49,12 +49,16 @@ def test_welch_when_seeds_do_not_pair() -> None:
     assert c.ci[0] < c.diff < c.ci[1]
 
 
-def test_partly_paired_seeds_use_the_pairs_and_say_what_was_left_out() -> None:
-    c = stats.compare({0: 1.0, 1: 2.5, 2: 3.0, 7: 9.0}, {0: 0.5, 1: 1.0, 2: 2.2})
-    assert c.test == stats.PAIRED
-    assert c.n == 3
-    assert c.p == pytest.approx(sps.ttest_rel([1.0, 2.5, 3.0], [0.5, 1.0, 2.2]).pvalue)
-    assert "1 unpaired" in c.note
+def test_partly_paired_seeds_use_every_seed_by_welch() -> None:
+    # Pairing the 2 shared seeds would drop 3 of the 7 results.
+    a, b = {0: 1.0, 1: 2.5, 2: 3.0, 7: 9.0}, {0: 0.5, 1: 1.0, 9: 2.2}
+    c = stats.compare(a, b)
+    ref = sps.ttest_ind(list(a.values()), list(b.values()), equal_var=False)
+    assert c.test == stats.WELCH
+    assert c.n == 7
+    assert c.p == pytest.approx(ref.pvalue)
+    assert c.statistic == pytest.approx(ref.statistic)
+    assert "2 shared" in c.note
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -115,7 +119,17 @@ def test_friedman_and_average_ranks_match_scipy() -> None:
     assert r.friedman_p == pytest.approx(ref.pvalue)
     # Per dataset ranks (1 = best): a 3,3,3,3,4; b 1,2,2,2,2; c 2,1,4,1,3; d 4,4,1,4,1.
     assert r.avg_ranks == pytest.approx([3.2, 1.8, 2.2, 2.8])
-    assert any("Wilcoxon" in n and "never" in n and "0.0625" in n for n in r.notes)
+    # Iman-Davenport (Demsar 2006, eq. 2) by hand, and its F distribution.
+    chi2, k, n = ref.statistic, 4, 5
+    f = (n - 1) * chi2 / (n * (k - 1) - chi2)
+    assert r.iman_davenport_f == pytest.approx(f)
+    assert r.iman_davenport_p == pytest.approx(sps.f.sf(f, k - 1, (k - 1) * (n - 1)))
+    # Not significant: no post-hoc at all, and the notes say so.
+    assert r.friedman_p > 0.05
+    assert r.nemenyi_p == {}
+    assert r.cd is None
+    assert r.wilcoxon_holm_p == {}
+    assert any("no post-hoc" in note for note in r.notes)
 
 
 def test_ties_share_the_average_rank() -> None:
@@ -126,7 +140,9 @@ def test_ties_share_the_average_rank() -> None:
 def test_nemenyi_critical_difference_matches_demsar() -> None:
     # Demsar (2006), section 3.2.2: 4 classifiers on 14 data sets, q_0.05 = 2.569, CD = 1.25.
     rng = np.random.default_rng(0)
-    r = stats.rank(rng.normal(size=(4, 14)), list("abcd"))
+    # A clear order, so the Friedman test is significant and the post-hoc runs.
+    r = stats.rank(rng.normal(size=(4, 14)) + 2.0 * np.arange(4)[:, None], list("abcd"))
+    assert r.friedman_p < 0.05
     assert r.cd == pytest.approx(2.569 * math.sqrt(4 * 5 / (6 * 14)), abs=1e-3)
     assert r.cd == pytest.approx(1.25, abs=0.01)
 
@@ -167,3 +183,36 @@ def test_cliques_join_methods_within_the_critical_difference() -> None:
     assert stats.cliques(r) == [(0, 1), (2, 3)]
     r.cd = 2.1
     assert stats.cliques(r) == [(0, 2), (1, 3)]
+
+
+def test_post_hoc_runs_only_after_a_significant_friedman_test() -> None:
+    # No consistent order over 6 datasets: Friedman p ~ 0.31, no Nemenyi, no Wilcoxon.
+    scores = np.array([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                       [2.0, 3.0, 4.0, 5.0, 4.0, 5.0],
+                       [1.5, 2.5, 3.5, 4.5, 4.5, 6.5]])
+    r = stats.rank(scores, ["a", "b", "c"])
+    assert r.friedman_p == pytest.approx(sps.friedmanchisquare(*scores).pvalue)
+    assert r.friedman_p > 0.05
+    assert r.iman_davenport_f is not None
+    assert r.nemenyi_p == {}
+    assert r.cd is None
+    assert r.wilcoxon_holm_p == {}
+
+
+def test_iman_davenport_is_infinite_when_every_dataset_agrees() -> None:
+    r = stats.rank(np.array([[3.0] * 4, [2.0] * 4, [1.0] * 4]), ["a", "b", "c"])
+    assert r.iman_davenport_f == math.inf
+    assert r.iman_davenport_p == 0.0
+
+
+def test_wilcoxon_holm_needs_an_adjusted_p_that_can_reach_alpha() -> None:
+    # 7 datasets: one exact test can reach 2/128 = 0.016 < 0.05, but with 4 methods the
+    # Holm-adjusted smallest p is 6 x 0.016 = 0.094: the column would be all "no".
+    assert stats.wilcoxon_holm_can_reach(7, 3, 0.05)
+    assert not stats.wilcoxon_holm_can_reach(7, 6, 0.05)
+    scores = np.array([[9.0] * 7, [7.0] * 7, [5.0] * 7, [3.0] * 7]) + np.arange(7) * 0.1
+    r = stats.rank(scores, list("abcd"))
+    assert r.friedman_p < 0.05
+    assert r.nemenyi_p
+    assert r.wilcoxon_holm_p == {}
+    assert any("Wilcoxon-Holm post-hoc skipped" in n and "6 pairs" in n for n in r.notes)

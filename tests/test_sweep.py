@@ -163,18 +163,21 @@ def test_paper_sweep_is_the_papers_grid() -> None:
     assert sorted(sw.backbones) == sorted({r["backbone"] for r in rows})
     assert sorted(sw.datasets) == sorted({r["dataset"] for r in rows} - {"average"})
     assert len(sw.seeds) == 5
-    assert len(expand(sw)) == 12 * 3 * 7 * 5
+    # sgid.strength is selected on validation from [0.3, 0.5, 0.7] for the 4 methods with
+    # an sgid stage: 2 more settings each.
+    assert sw.select == {"sgid.strength": [0.3, 0.5, 0.7]}
+    assert len(expand(sw)) == (12 + 4 * 2) * 3 * 7 * 5
 
 
 def test_paper_dry_run_prints_the_plan_offline(runner: CliRunner, db_url: str) -> None:
     result = runner.invoke(sweep, ["paper", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "1260 runs: 12 methods x 3 backbones x 7 datasets (252 cells) x 5 seeds" in (
-        result.output)
-    assert "to run 1260" in result.output
-    # Seven generative chains per dataset share five generations (sgid+moex and
-    # sgid+randaugment reuse sgid's images; text2img+sgid has its own last stage).
-    assert "generation jobs: 35 (0 already cached), shared by 735 training runs" in (
+    assert ("2100 runs: 12 methods x 3 backbones x 7 datasets (252 cells) x 5 seeds, "
+            "select over sgid.strength") in result.output
+    assert "to run 2100" in result.output
+    # Per dataset: sgid at 3 strengths (shared by sgid+moex and sgid+randaugment),
+    # text2img+sgid at 3 strengths, text2img, diversecaption, instructpix2pix: 9.
+    assert "generation jobs: 63 (0 already cached), shared by 1575 training runs" in (
         result.output)
     store = Store(db_url)
     assert store.runs(status=None) == []  # nothing ran
