@@ -332,11 +332,32 @@ def _progress(total: int, completed: int, name: str) -> Iterator[Any]:
             return Text(f"{task.speed or 0.0:.1f} images/s")
 
     console = Console(stderr=True)
+    if not console.is_terminal:
+        # A pipe, nohup or slurm: a plain timestamped line per chunk instead of a bar.
+        yield _log_lines(console, name, total, completed)
+        return
     with Progress(TextColumn(f"generating {name}"), BarColumn(), MofNCompleteColumn(), Speed(),
-                  TimeRemainingColumn(), console=console,
-                  disable=not console.is_terminal) as progress:
+                  TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task(name, total=total, completed=completed)
         yield lambda k: progress.advance(task, k)
+
+
+def _log_lines(console: Any, name: str, total: int, completed: int) -> Any:
+    """``advance(k)`` printing ``<time>  generating NAME  done/total  rate  ETA``."""
+    from datetime import datetime
+
+    start, first, done = time.perf_counter(), completed, [completed]
+
+    def advance(k: int) -> None:
+        done[0] += k
+        rate = (done[0] - first) / max(time.perf_counter() - start, 1e-9)
+        eta = (total - done[0]) / rate if rate > 0 else 0.0
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        console.print(f"{stamp}  generating {name}  {done[0]}/{total}  {rate:.1f} images/s  "
+                      f"ETA {int(eta) // 60}:{int(eta) % 60:02d}", highlight=False,
+                      markup=False, soft_wrap=True)
+
+    return advance
 
 
 def _describe(augmenter: Augmenter, key: dict[str, Any], context: Context) -> dict[str, Any]:

@@ -24,9 +24,18 @@ from sgid_bench.plugins import augmenter_class, backbone_class, dataset_class
 DEFAULT_DATASETS = {"quick": "world", "tiny": "shapes", "paper": "shapes"}
 #: Fraction of train carved out for validation when a dataset has no official val split.
 VAL_FRACTION = 0.1
-#: Seed of generated (expand-stage) images: fixed, so every training seed trains on the
-#: same generated images and the cache is shared across seeds and backbones.
+#: Seed of generated (expand-stage) images under ``generation.seed=fixed`` (the default):
+#: every training seed trains on the same generated images, so the cache is shared across
+#: seeds and backbones, and a paired test over seeds conditions on one draw of the
+#: generator. ``per-run``: the generation seed follows the training seed, so each seed has
+#: its own generated set and the variance reported includes the generator's.
 GEN_SEED = 0
+GENERATION_SEEDS = ("fixed", "per-run")
+
+
+def generation_seed(config: dict[str, Any], seed: int) -> int:
+    """The seed of a run's generated images: fixed, or the run's training seed."""
+    return seed if config.get("generation_seed") == "per-run" else GEN_SEED
 
 
 @dataclass
@@ -182,8 +191,15 @@ def resolve(spec: RunSpec, context: Context) -> Resolved:
     recipe_fields = {f.name for f in fields(Recipe)}
     recipe_updates: dict[str, Any] = {}
 
+    generation = "fixed"
     for target, key, value in parse_params(spec.params):
         target = aliases.get(target, target) if target else None
+        if target == "generation":
+            if key != "seed" or value not in GENERATION_SEEDS:
+                raise UserError(f"--param generation.{key}={value!r}: use generation.seed="
+                                + " or generation.seed=".join(GENERATION_SEEDS))
+            generation = value
+            continue
         if target == "train" or (target is None and key in recipe_fields):
             if key not in recipe_fields:
                 raise UserError(
@@ -239,7 +255,9 @@ def resolve(spec: RunSpec, context: Context) -> Resolved:
         "profile": spec.profile,
         "recipe": recipe.as_dict(),
         "val_fraction": VAL_FRACTION,
-        "gen_seed": GEN_SEED,
+        # Without an expand stage nothing is generated: the setting cannot change a result.
+        "generation_seed": generation if any("expand" in c.stages() for c in aug_classes)
+        else "fixed",
         "models": models,
     }
     config.update(_batch_setting(aug_classes, context))

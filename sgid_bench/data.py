@@ -149,12 +149,14 @@ def expand_chain(resolved: Resolved, samples: Sequence[Sample], class_names: lis
     if not expanders:
         return []
     from sgid_bench.cache import expand_samples
+    from sgid_bench.config import generation_seed
 
     current: Sequence[Sample] = samples
     for aug, key in zip(expanders, generation_keys(resolved, context), strict=True):
         aug.setup(context)
-        current = expand_samples(aug, current, class_names, key=key,
-                                 seed=resolved.config["gen_seed"], context=context, store=store)
+        seed = generation_seed(resolved.config, resolved.spec.seed)
+        current = expand_samples(aug, current, class_names, key=key, seed=seed,
+                                 context=context, store=store)
     return list(current)
 
 

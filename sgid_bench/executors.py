@@ -98,6 +98,7 @@ def generate_task(key: str, spec: RunSpec, settings: Settings,
         return GenResult(key, error=upstream.error)
     start = time.perf_counter()
     context = settings.context.for_run(spec.profile, spec.dataset, spec.seed)
+    _worker_threads(context)
     try:
         with generation_lock(context, key):
             images = generate(spec, store=_store(settings.db_url), context=context)
@@ -106,10 +107,20 @@ def generate_task(key: str, spec: RunSpec, settings: Settings,
     return GenResult(key, images, time.perf_counter() - start)
 
 
+def _worker_threads(context: Context) -> None:
+    """Torch threads of a task: a Ray worker is its own process, where the driver's
+    setting does not reach; Ray sets ``OMP_NUM_THREADS`` to the task's CPUs, which
+    :func:`~sgid_bench.rng.default_threads` honours, so workers never oversubscribe."""
+    from sgid_bench.rng import default_threads, set_threads
+
+    set_threads(default_threads(context.profile, context.device))
+
+
 def run_task(spec: RunSpec, config_hash: str, settings: Settings,
              generation: GenResult | None = None) -> Outcome:
     """Execute one training run; a failure is recorded in the store and returned."""
     store, context = _store(settings.db_url), settings.context
+    _worker_threads(context)
     if generation is not None and generation.error:
         return record_failure(spec, generation.error, store, context, force=settings.force)
     try:

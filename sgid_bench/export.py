@@ -103,6 +103,7 @@ def generated_from_originals(resolved: Resolved, context: Context
     The chain is :func:`sgid_bench.data.expand_chain`'s (each stage on the images the
     previous one kept, same keys and seed), keeping the records to trace each image."""
     from sgid_bench.cache import Stats, generate
+    from sgid_bench.config import generation_seed
     from sgid_bench.data import generation_keys, load_splits
 
     # Without augmenters load_splits only loads and splits: generation follows, with records.
@@ -115,7 +116,8 @@ def generated_from_originals(resolved: Resolved, context: Context
     for aug, key in zip(expanders, generation_keys(resolved, context), strict=True):
         aug.setup(context)
         result = generate(aug, current, splits.class_names, key=key,
-                          seed=resolved.config["gen_seed"], context=context)
+                          seed=generation_seed(resolved.config, resolved.spec.seed),
+                          context=context)
         stats.generated += result.stats.generated
         stats.reused += result.stats.reused
         stats.corrupted += result.stats.corrupted

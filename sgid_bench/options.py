@@ -56,24 +56,33 @@ context_options = stack(
     click.option("--world-dir", type=click.Path(file_okay=False), default=None,
                  envvar="SGID_BENCH_WORLD",
                  help="A toy world build (sgid-bench world build) [default: the shipped one]."),
+    click.option("--threads", type=click.IntRange(min=1), default=None,
+                 help="Torch intra-op threads [default: $OMP_NUM_THREADS, else 1 for the "
+                 "quick and tiny profiles and on a GPU (faster for small models), else every "
+                 "core]. Recorded with each run; not part of the config hash."),
 )
 
 
 def make_context(profile: str, device: str, data_root: str | None, models_dir: str | None,
                  cache_dir: str | None, gen_batch_size: int, micro_batch: int | None = None,
                  dataset: str = "", world_dir: str | None = None,
-                 device_here: bool = True) -> Context:
+                 device_here: bool = True, threads: int | None = None) -> Context:
     """The run Context from the shared options; ``auto`` picks CUDA when there is one.
+
+    Sets this process's torch threads (``threads``, or the default for the profile and
+    device: :func:`sgid_bench.rng.default_threads`); every run records the count.
 
     A device that is malformed, or (with ``device_here``: the work runs in this process)
     absent from this machine, is a :class:`UserError` before any run is claimed."""
     from sgid_bench.context import Context
+    from sgid_bench.rng import default_threads, set_threads
 
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_device(device, here=device_here)
+    set_threads(threads or default_threads(profile, device))
     return Context(profile=profile, device=device, dataset=dataset.partition(":")[0],
                    data_root=data_root, models_dir=models_dir,  # type: ignore[arg-type]
                    cache_dir=cache_dir, gen_batch_size=gen_batch_size,  # type: ignore[arg-type]

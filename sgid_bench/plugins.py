@@ -13,6 +13,7 @@ Environment:
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import json
 import os
@@ -26,7 +27,7 @@ import pluggy
 
 from sgid_bench import hookspecs
 from sgid_bench.api import Augmenter, Backbone, Dataset, Plugin
-from sgid_bench.errors import UserError, unknown
+from sgid_bench.errors import UserError
 
 GROUP = "sgid_bench"
 KINDS: dict[str, type[Plugin]] = {
@@ -63,10 +64,33 @@ class Registry:
         try:
             return self.entries[kind][name].cls
         except KeyError:
-            raise unknown(kind, name, self.entries[kind]) from None
+            raise unknown_name(kind, name, self.entries[kind]) from None
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
+
+
+def _folded(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def suggestions(name: str, known: list[str]) -> list[str]:
+    """Known names the user probably meant: those equal up to case and ``-``/``_``
+    (``SGID``, ``random-erasing``), else the closest spellings."""
+    folded = {_folded(k): k for k in known}
+    if _folded(name) in folded:
+        return [folded[_folded(name)]]
+    close = difflib.get_close_matches(_folded(name), list(folded), n=3, cutoff=0.6)
+    return [folded[c] for c in close]
+
+
+def unknown_name(kind: str, name: str, known: Any) -> UserError:
+    """'unknown augmenter 'SGID'; known augmenters: ...; did you mean 'sgid'?'."""
+    names = sorted(known)
+    guess = suggestions(name, names)
+    hint = ("; did you mean " + " or ".join(repr(g) for g in guess) + "?") if guess else ""
+    return UserError(f"unknown {kind} {name!r}; known {kind}s: "
+                     f"{', '.join(names) or '(none installed)'}{hint}")
 
 
 class PluginManager(pluggy.PluginManager):

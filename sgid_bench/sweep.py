@@ -48,7 +48,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sgid_bench.config import DEFAULT_DATASETS, RunSpec, config_hash, resolve, split_method
+from sgid_bench.config import (
+    DEFAULT_DATASETS,
+    RunSpec,
+    config_hash,
+    generation_seed,
+    resolve,
+    split_method,
+)
 from sgid_bench.context import PROFILES, Context, default_profile
 from sgid_bench.errors import UserError
 from sgid_bench.store import DONE, FAILED, RUNNING, Store
@@ -56,7 +63,7 @@ from sgid_bench.store import DONE, FAILED, RUNNING, Store
 SWEEP_KEYS = ("name", "profile", "methods", "backbones", "datasets", "seeds")
 TABLES = ("sweep", "params", "grid", "select", "resources")
 #: Components every run has, besides its method parts, backbone and dataset names.
-ALWAYS = ("train", "backbone", "dataset")
+ALWAYS = ("train", "backbone", "dataset", "generation")
 # Job states in a plan.
 TODO, DONE_BEFORE, FAILED_BEFORE, BUSY = "to run", "done", "failed earlier", "running"
 
@@ -264,7 +271,7 @@ class Job:
     spec: RunSpec
     config_hash: str
     state: str = TODO
-    generation: str | None = None  # key hash of the generation it needs, if any
+    generation: str | None = None  # id (gen_id) of the generation it needs, if any
     error: str | None = None  # the earlier error of a failed run
 
 
@@ -275,7 +282,7 @@ class GenJob:
     key: str
     spec: RunSpec  # any training spec that needs it: generate(spec) fills the cache
     chain: list[str] = field(default_factory=list)  # keys of its stages, this one last
-    seed: int = 0  # the generation seed (config "gen_seed")
+    seed: int = 0  # the generation seed (config.generation_seed)
     after: str | None = None  # the upstream generation (e.g. text2img before text2img+sgid)
     runs: int = 0  # training runs (to run) that need it
     cached: bool = False
@@ -304,6 +311,11 @@ class Plan:
                 "generations_cached": sum(g.cached for g in self.generations.values())}
 
 
+def gen_id(key: str, seed: int) -> str:
+    """A plan's id of one generation: its cache key hash and generation seed."""
+    return f"{key}-s{seed}"
+
+
 def generation_keys(resolved: Any, context: Context) -> list[str]:
     """Hashes of the cache keys of each expand stage of a resolved run, in chain order."""
     from sgid_bench import data
@@ -321,7 +333,7 @@ def make_plan(sweep: Sweep, store: Store, context: Context, *, resume: bool = Fa
     seen: set[tuple[str, int]] = set()
     chains: dict[str, list[str]] = {}
     gen_seeds: dict[str, int] = {}
-    resolved_cells: dict[str, tuple[str, list[str], int]] = {}
+    resolved_cells: dict[str, tuple[str, list[str], dict[str, Any]]] = {}
     duplicates = 0
     for spec in expand(sweep):
         # The config excludes the seed: resolve once per grid cell, not once per seed.
@@ -334,14 +346,16 @@ def make_plan(sweep: Sweep, store: Store, context: Context, *, resume: bool = Fa
                 raise UserError(f"sweep {sweep.name}: {spec.method} / {spec.backbone} / "
                                 f"{spec.dataset} {' '.join(spec.params)}: {exc}") from None
             resolved_cells[cell] = (resolved.config_hash, generation_keys(resolved, ctx),
-                                    resolved.config["gen_seed"])
-        chash, keys, gen_seed = resolved_cells[cell]
+                                    resolved.config)
+        chash, keys, config = resolved_cells[cell]
         if (chash, spec.seed) in seen:
             duplicates += 1
             continue
         seen.add((chash, spec.seed))
-        jobs.append(Job(spec, chash, generation=keys[-1] if keys else None))
-        chains[chash], gen_seeds[chash] = keys, gen_seed
+        gen_seed = generation_seed(config, spec.seed)
+        # One generation per (key, seed): with generation.seed=per-run each seed has its own.
+        jobs.append(Job(spec, chash, generation=gen_id(keys[-1], gen_seed) if keys else None))
+        chains[chash], gen_seeds[gen_id(keys[-1], gen_seed) if keys else ""] = keys, gen_seed
     _mark_states(jobs, store, resume=resume, force=force)
     plan = Plan(sweep, jobs, {}, duplicates)
     _plan_generations(plan, chains, gen_seeds, store, context)
@@ -369,24 +383,27 @@ def _plan_generations(plan: Plan, chains: dict[str, list[str]], gen_seeds: dict[
 
     for job in plan.todo:
         if job.generation is not None:
+            chain, seed = chains[job.config_hash], gen_seeds[job.generation]
             gen = plan.generations.setdefault(
-                job.generation, GenJob(job.generation, job.spec, chain=chains[job.config_hash],
-                                       seed=gen_seeds[job.config_hash]))
+                job.generation, GenJob(chain[-1], job.spec, chain=chain, seed=seed))
             gen.runs += 1
     # A chain waits for the longest upstream chain this plan also generates
     # (text2img+sgid after text2img), so the shared stage is generated once.
     for gen in plan.generations.values():
-        gen.after = next((k for k in reversed(gen.chain[:-1]) if k in plan.generations), None)
+        gen.after = next((gen_id(k, gen.seed) for k in reversed(gen.chain[:-1])
+                          if gen_id(k, gen.seed) in plan.generations), None)
     plan.generations = dict(sorted(plan.generations.items(), key=lambda kv: len(kv[1].chain)))
     if not plan.generations:
         return
     from sqlalchemy import select
 
     # The cache records a finished generation under this key (sgid_bench.cache).
-    store_keys = {config_hash({"key": k, "seed": g.seed}): k for k, g in plan.generations.items()}
+    store_keys = {config_hash({"key": g.key, "seed": g.seed}): k
+                  for k, g in plan.generations.items()}
     with store.session() as s:
         done = set(s.scalars(select(Generation.cache_key).where(
             Generation.cache_key.in_(list(store_keys)), Generation.status == DONE)))
     assert context.cache_dir is not None
     for store_key, key in store_keys.items():
-        plan.generations[key].cached = store_key in done and (context.cache_dir / key).is_dir()
+        gen = plan.generations[key]
+        gen.cached = store_key in done and (context.cache_dir / gen.key).is_dir()

@@ -97,7 +97,7 @@ def _plan_and_run(spec: Any, store: Any, context: Any, executor: str, address: s
     click.echo(report_summary(report))
     if report.failures:
         raise UserError(f"{len(report.failures)} run(s) failed (errors above and in the store); "
-                        f"fix the cause and retry them with: sgid-bench sweep {file} --resume")
+                        f"fix the cause and retry them with: {resume_command(file)}")
 
 
 def _context(spec: Any, executor: str, ctx: dict[str, Any], dry_run: bool) -> Any:
@@ -124,8 +124,33 @@ def _execute(plan: Any, store: Any, context: Any, executor: str, address: str | 
             return run_local(plan, settings, view)
     except KeyboardInterrupt:
         raise click.ClickException(
-            f"interrupted; finished runs are stored: continue with sgid-bench sweep {file} "
-            "--resume") from None
+            f"interrupted; finished runs are stored: continue with {resume_command(file)}"
+        ) from None
+
+
+def resume_command(file: str) -> str:
+    """The user's sweep command again, with every option they gave on the command line
+    (passwords in URLs hidden) and ``--resume``."""
+    import shlex
+
+    from click.core import ParameterSource
+
+    from sgid_bench.store import redact
+
+    ctx = click.get_current_context()
+    words = ["sgid-bench", "sweep", file]
+    for param in ctx.command.params:
+        name = param.name or ""
+        if (not isinstance(param, click.Option) or name in ("resume", "force", "dry_run")
+                or ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE):
+            continue
+        value = ctx.params.get(name)
+        flag = param.opts[0]
+        if param.is_flag:
+            words += [flag] if value else []
+        else:
+            words += [flag, redact(str(value), str(value)) if name == "db" else str(value)]
+    return shlex.join([*words, "--resume"])
 
 
 def shareable_url(url: str, executor: str) -> str:

@@ -18,8 +18,10 @@ from sgid_bench.rng import generator
 if TYPE_CHECKING:
     import torch
 
-#: progress(kind, done, total) with kind "epoch" or "batch".
-Progress = Callable[[str, int, int], None]
+#: progress(kind, done, total, **info): kind "batch" (within the current epoch; info:
+#: images_per_s, epoch) or "epoch" (over every epoch of the run, lr grid included; info:
+#: train_loss, val_top1, images_per_s, lr). Listeners ignore info keys they do not know.
+Progress = Callable[..., None]
 
 
 @dataclass
@@ -126,9 +128,10 @@ class Trainer:
         grid = self.recipe.lr_grid or (self.recipe.lr,)
         best: FitResult | None = None
         diverged: DivergedError | None = None
-        for lr in grid:
+        for index, lr in enumerate(grid):
             try:
-                result = self.fit_one(train, val, replace(self.recipe, lr=lr))
+                result = self.fit_one(train, val, replace(self.recipe, lr=lr),
+                                      (index * self.recipe.epochs, len(grid) * self.recipe.epochs))
             except DivergedError as exc:  # in a grid, a diverging lr is a losing candidate
                 diverged = exc
                 continue
@@ -139,7 +142,10 @@ class Trainer:
             raise diverged
         return best
 
-    def fit_one(self, train: Any, val: Any, recipe: Recipe) -> FitResult:
+    def fit_one(self, train: Any, val: Any, recipe: Recipe,
+                epochs_before_total: tuple[int, int] | None = None) -> FitResult:
+        """One training at ``recipe.lr``; ``epochs_before_total``: (epochs already run,
+        epochs in all) of the lr grid this training is part of, for progress."""
         import torch
 
         from sgid_bench.rng import seed_everything
@@ -168,7 +174,10 @@ class Trainer:
                     best_eval, best_epoch = ev, epoch
                     best_state = copy.deepcopy(model.state_dict())
                 if self.progress:
-                    self.progress("epoch", epoch + 1, recipe.epochs)
+                    before, total = epochs_before_total or (0, recipe.epochs)
+                    self.progress("epoch", before + epoch + 1, total, train_loss=loss,
+                                  val_top1=ev.top1, images_per_s=seen / seconds if seconds
+                                  else 0.0, lr=recipe.lr)
         finally:
             hook.remove()
         assert best_eval is not None, "recipe.epochs must be >= 1"
@@ -185,6 +194,7 @@ class Trainer:
         total, count = 0.0, 0
         cuda = self.device.startswith("cuda")
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+        start = time.perf_counter()
         for step, (images, labels) in enumerate(loader):
             gen = generator(self.seed, "batch", epoch, step)
             x = self.normalize(images.to(self.device, non_blocking=True))
@@ -209,7 +219,9 @@ class Trainer:
             opt.step()
             count += len(x)
             if self.progress:
-                self.progress("batch", step + 1, len(loader))
+                elapsed = time.perf_counter() - start
+                self.progress("batch", step + 1, len(loader), epoch=epoch,
+                              images_per_s=count / elapsed if elapsed else 0.0)
         return total / max(count, 1), count
 
     def _chunks(self, n: int) -> list[slice]:

@@ -176,8 +176,9 @@ def test_paper_dry_run_prints_the_plan_offline(runner: CliRunner, db_url: str) -
             "select over sgid.strength") in result.output
     assert "to run 2100" in result.output
     # Per dataset: sgid at 3 strengths (shared by sgid+moex and sgid+randaugment),
-    # text2img+sgid at 3 strengths, text2img, diversecaption, instructpix2pix: 9.
-    assert "generation jobs: 63 (0 already cached), shared by 1575 training runs" in (
+    # text2img+sgid at 3 strengths, text2img, diversecaption, instructpix2pix: 9, and
+    # generation.seed=per-run gives each of the 5 seeds its own.
+    assert "generation jobs: 315 (0 already cached), shared by 1575 training runs" in (
         result.output)
     store = Store(db_url)
     assert store.runs(status=None) == []  # nothing ran
@@ -249,9 +250,10 @@ def test_upstream_generation_is_scheduled_first(
     monkeypatch.setitem(registry().entries["augmenter"], "mirror2", Entry(Mirror2, "tests"))
     path = write(tmp_path / "s.toml", ["mirror+mirror2", "mirror"])
     plan = make_plan(load_sweep(path), store, context)
-    first, second = plan.generations.values()
+    (first_id, first), (_, second) = plan.generations.items()
     assert (first.spec.method, second.spec.method) == ("mirror", "mirror+mirror2")
-    assert (first.after, second.after) == (None, first.key)
+    assert (first.after, second.after) == (None, first_id)
+    assert first_id == f"{first.key}-s{first.seed}"
     assert second.chain[0] == first.key
 
 
@@ -293,11 +295,13 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(
         tmp_path: Path, runner: CliRunner, db_url: str, test_plugins: Any) -> None:
     # A mix stage that makes the loss NaN fails while training (issue 12 item 15).
     path = write(tmp_path / "s.toml", ["nan_mix", "none"])
-    result = runner.invoke(sweep, [str(path)])
+    result = runner.invoke(sweep, [str(path), "--db", db_url, "--threads", "1"])
     assert result.exit_code == 1
     assert "1 done, 1 failed" in result.output
     assert "diverged at epoch" in result.output, result.output
-    assert "--resume" in result.output
+    # The hint repeats the user's own options, so the retry goes to the same store.
+    assert f"sgid-bench sweep {path} --db {db_url} --threads 1 --resume" in (
+        " ".join(result.output.split()))
     store = Store(db_url)
     (failed,) = store.runs(status=FAILED)
     assert "lower the learning rate" in failed.error

@@ -143,15 +143,25 @@ def build(out: Path, *, only: Sequence[str] = (), scale: float = 1.0, force: boo
         seconds = time.perf_counter() - start
         shutil.rmtree(out / name, ignore_errors=True)
         os.replace(partial, out / name)
-        files = file_hashes(out / name)
-        manifest["components"][name] = {
-            "digest": digest(files), "files": files, "metrics": metrics,
-            "seconds": round(seconds, 1), "scale": scale, "threads": torch.get_num_threads(),
-            "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        }
-        _write_manifest(out, manifest)
+        manifest = record(out, name, metrics, seconds, scale=scale,
+                          threads=torch.get_num_threads())
         log(f"world build: {name} done in {seconds:.0f} s: "
             + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    return manifest
+
+
+def record(out: Path, name: str, metrics: dict[str, float], seconds: float, *,
+           scale: float, threads: int) -> dict[str, Any]:
+    """Enter the trained component ``out/name`` in the manifest: the hash of every file,
+    their digest, its quality metrics and training time. Returns the manifest."""
+    manifest = read_manifest(out)
+    files = file_hashes(out / name)
+    manifest["components"][name] = {
+        "digest": digest(files), "files": files, "metrics": metrics,
+        "seconds": round(seconds, 1), "scale": scale, "threads": threads,
+        "versions": _versions(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
+    _write_manifest(out, manifest)
     return manifest
 
 
