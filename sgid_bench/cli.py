@@ -89,6 +89,8 @@ def run(method: str, backbone: str, dataset: str, seed: tuple[int, ...],
     from sgid_bench.store import Store
 
     store = Store(db)
+    if store.discard_warning():
+        click.echo(store.discard_warning(), err=True)
     context = make_context(**ctx)
     console = stderr_console()
     outcomes = []

@@ -237,6 +237,13 @@ class Store:
     def in_memory(self) -> bool:
         return self.engine.dialect.name == "sqlite" and self.sqlite_path is None
 
+    def discard_warning(self) -> str | None:
+        """What to tell a user whose results will not outlive the command (``sqlite://``)."""
+        if not self.in_memory:
+            return None
+        return ("Warning: --db sqlite:// is an in-memory database: every result is discarded "
+                "when this command ends; pass a file, e.g. --db sqlite:///sgid-bench.db")
+
     def _parse(self) -> URL:
         try:
             return make_url(self.url)

@@ -67,7 +67,10 @@ def _open_store(db: str | None, dry_run: bool) -> Any:
     from sgid_bench.store import NoStore, Store
 
     if not dry_run:
-        return Store(db)
+        store = Store(db)
+        if store.discard_warning():
+            click.echo(store.discard_warning(), err=True)
+        return store
     try:
         return Store(db, readonly=True)
     except NoStore as exc:
