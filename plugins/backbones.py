@@ -31,6 +31,12 @@ _PAPER_SMALL = Recipe(optimizer="adamw", lr=5e-5, epochs=3, batch_size=64)
 _PAPER_OTHER = Recipe(optimizer="adamw", lr=1e-4, epochs=15, batch_size=64,
                       lr_grid=(1e-4, 3e-4, 1e-3, 3e-3))
 _QUICK_TRANSFORMER = Recipe(optimizer="adamw", lr=1e-3, epochs=5, batch_size=64)
+# The toy world (quick profile): 120 training images, so small batches and more epochs.
+# Measured on the world's `world` dataset (seed 0, no augmentation): a linear probe of the
+# world-pretrained towers beats fine-tuning them (ViT 46.7 vs 36.7 %, CLIP 56.4 vs 38.1 %
+# at their best lr), so the quick profile probes; fine-tuning is --param mode=finetune.
+_WORLD_TRANSFORMER = Recipe(optimizer="adamw", lr=3e-3, epochs=30, batch_size=16)
+_WORLD_RESNET = Recipe(optimizer="adamw", lr=2e-3, epochs=30, batch_size=16, weight_decay=5e-4)
 
 
 class ResNet50(Backbone):
@@ -70,6 +76,8 @@ class ResNet50(Backbone):
         return model
 
     def recipe(self, context: Context, dataset: str) -> Recipe:
+        if context.model_set == "world":
+            return _WORLD_RESNET
         if context.small:
             # AdamW converges in a few epochs from scratch where SGD needs hundreds.
             return Recipe(optimizer="adamw", lr=2e-3, epochs=8, batch_size=64,
@@ -91,7 +99,13 @@ class _Transformer(Backbone):
                             f"use --param mode={' or mode='.join(MODES)}")
         self.mode = mode
 
+    @classmethod
+    def profile_params(cls, profile: str, dataset: str) -> dict[str, Any]:
+        return {"mode": "linear_probe"} if profile == "quick" else {}
+
     def recipe(self, context: Context, dataset: str) -> Recipe:
+        if context.model_set == "world":
+            return _WORLD_TRANSFORMER
         if context.small:
             return _QUICK_TRANSFORMER
         return _PAPER_SMALL if dataset in SMALL_IMAGE_DATASETS else _PAPER_OTHER

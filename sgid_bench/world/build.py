@@ -175,8 +175,10 @@ def _versions() -> dict[str, str]:
 def report(manifest: dict[str, Any]) -> str:
     """The manifest as a Markdown table: time and quality of each component."""
     lines = ["# Toy world build", "",
-             "Built by `sgid-bench world build`; every number measured on held-out data by "
-             "the component's own trainer at the end of training.", "",
+             "Each component trained from fixed seeds by its trainer "
+             "(`sgid-bench world build --only COMPONENT` reproduces it); every number measured "
+             "on held-out data by that trainer at the end of training; seconds are wall time "
+             "on the machine named below.", "",
              "| component | seconds | threads | scale | metrics | digest |",
              "|---|---:|---:|---:|---|---|"]
     total = 0.0
