@@ -67,9 +67,11 @@ TABLE8: dict[str, dict[str, Any]] = {
 #: Tiny profile: tiny resolution, few denoising steps and captions (about a minute for
 #: a few hundred 32x32 images on 2 CPU cores).
 TINY_SETTINGS = {"resolution": 32, "steps": 4, "num_captions": 2, "caption_max_length": 12}
-#: Quick profile (the toy world): its 32 px models; enough denoising steps and captions
-#: for the world's models to draw recognisable objects (measured in the world's report).
-WORLD_SETTINGS = {"resolution": 32, "steps": 10, "num_captions": 4, "caption_max_length": 16}
+#: Quick profile (the toy world): its 32 px models with DPM-Solver++ at 20 steps (10
+#: denoising steps at strength 0.5). Measured on the world's Stable Diffusion: img2img at
+#: strength 0.5 keeps the judged class of 86.5 % of images (PNDM at 4 steps: 57.3 %).
+WORLD_SETTINGS = {"resolution": 32, "steps": 20, "scheduler": "dpm", "num_captions": 4,
+                  "caption_max_length": 16}
 
 
 def small_settings(profile: str) -> dict[str, Any]:
