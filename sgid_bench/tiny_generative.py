@@ -17,6 +17,7 @@ import gzip
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from sgid_bench.models import tiny_builder
 
@@ -60,7 +61,7 @@ def write_clip_tokenizer(directory: Path) -> None:
 def _sd_components(unet_in_channels: int) -> dict[str, object]:
     """Tiny Stable Diffusion parts: UNet, VAE, CLIP text encoder, tokenizer, scheduler."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(_SEED)
@@ -102,8 +103,15 @@ def _sd_components(unet_in_channels: int) -> dict[str, object]:
             pad_token_id=49407,
         )
     )
-    # The scheduler configuration of Stable Diffusion v1-5 itself.
-    scheduler = PNDMScheduler(
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder,
+            "scheduler": sd_scheduler()}
+
+
+def sd_scheduler() -> Any:
+    """The scheduler configuration of Stable Diffusion v1-5 itself (PNDM)."""
+    from diffusers import PNDMScheduler
+
+    return PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -112,7 +120,6 @@ def _sd_components(unet_in_channels: int) -> dict[str, object]:
         steps_offset=1,
         set_alpha_to_one=False,
     )
-    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler}
 
 
 def _save_pipeline(pipeline_cls: type, directory: Path, unet_in_channels: int) -> None:

@@ -54,6 +54,7 @@ from typing import Any
 
 from sgid_bench.models import transformers_progress_off
 from sgid_bench.world import scene
+from sgid_bench.world.train_judge import batch_indices
 
 #: Training steps and corpus images at ``scale=1.0``.
 DEFAULT_STEPS = 1000
@@ -407,15 +408,10 @@ def build(out: Path, *, world: Path, scale: float = 1.0,
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         model.train()
-        order = torch.randperm(n_images, generator=gen)
-        pos, every = 0, max(1, steps // 20)
+        every = max(1, steps // 20)
         probe = scene.corpus_scenes(100, seed=EVAL_SEED + 1)
         running = None
-        for step in range(steps):
-            if pos + BATCH > n_images:
-                order, pos = torch.randperm(n_images, generator=gen), 0
-            idx = order[pos:pos + BATCH]
-            pos += BATCH
+        for step, idx in enumerate(batch_indices(n_images, BATCH, steps, gen)):
             x = ids[idx]
             labels = x.masked_fill(x == pad, -100)
             # BlipForConditionalGeneration.forward, unrolled to reach the pooled image.

@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sgid_bench.world import scene
-from sgid_bench.world.train_judge import lr_at, normalise, progress_logger, render_tensor, scaled
+from sgid_bench.world.train_judge import (
+    batch_indices,
+    lr_at,
+    normalise,
+    progress_logger,
+    render_tensor,
+    scaled,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -146,14 +153,8 @@ def build(out: Path, *, world: Path, scale: float = 1.0,
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
                                  {"params": keep, "weight_decay": 0.0}], lr=LEARNING_RATE)
         report = progress_logger(log, steps, max(1, steps // 20))
-        order = torch.randperm(n_train, generator=gen)
-        cursor = 0
         model.train()
-        for step in range(steps):
-            if cursor + BATCH > n_train:
-                order, cursor = torch.randperm(n_train, generator=gen), 0
-            idx = order[cursor:cursor + BATCH]
-            cursor += BATCH
+        for step, idx in enumerate(batch_indices(n_train, BATCH, steps, gen)):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps, LEARNING_RATE)
             loss = _loss(model, normalise(images[idx], mean, std), cap_ids[idx], shapes[idx],

@@ -251,21 +251,6 @@ def make_unet(cross_attention_dim: int, in_channels: int = 4) -> Any:
     )
 
 
-def sd_scheduler() -> Any:
-    """The scheduler configuration of Stable Diffusion v1-5 itself."""
-    from diffusers import PNDMScheduler
-
-    return PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        skip_prk_steps=True,
-        steps_offset=1,
-        set_alpha_to_one=False,
-    )
-
-
 def alphas_cumprod() -> Any:
     """ᾱ_t of the SD v1-5 schedule (scaled_linear 0.00085..0.012, 1000 steps)."""
     import torch
@@ -627,6 +612,7 @@ def build(out: Path, *, world: Path, scale: float = 1.0,
     import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
+    from sgid_bench.tiny_generative import sd_scheduler
     from sgid_bench.world import scene as sc
 
     out = Path(out)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +100,19 @@ def lr_at(step: int, total: int, peak: float, warmup_frac: float = 0.05) -> floa
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def batch_indices(n: int, batch: int, steps: int, gen: Any) -> Iterator[Any]:
+    """``steps`` batches of indices into ``n`` items: a fresh seeded permutation whenever
+    the current one has fewer than ``batch`` left (the tail is skipped)."""
+    import torch
+
+    order, cursor = torch.randperm(n, generator=gen), 0
+    for _ in range(steps):
+        if cursor + batch > n:
+            order, cursor = torch.randperm(n, generator=gen), 0
+        yield order[cursor:cursor + batch]
+        cursor += batch
 
 
 def scaled(n: int, scale: float, minimum: int) -> int:
@@ -191,14 +204,8 @@ def build(out: Path, *, world: Path, scale: float = 1.0,
         model = build_network(config)
         opt = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
         report = progress_logger(log, steps, max(1, steps // 20))
-        order = torch.randperm(n_train, generator=gen)
-        cursor = 0
         model.train()
-        for step in range(steps):
-            if cursor + BATCH > n_train:
-                order, cursor = torch.randperm(n_train, generator=gen), 0
-            idx = order[cursor:cursor + BATCH]
-            cursor += BATCH
+        for step, idx in enumerate(batch_indices(n_train, BATCH, steps, gen)):
             x = _augment(images[idx].float(), gen)
             x = (x / 255.0 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(
                 1, 3, 1, 1)

@@ -131,13 +131,13 @@ def build(out: Path, *, world: Path, scale: float = 1.0,
     )
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from sgid_bench.tiny_generative import sd_scheduler
     from sgid_bench.world import scene as sc
     from sgid_bench.world.train_diffusion import (
         Checkpoint,
         TextCache,
         encode_latents,
         render_all,
-        sd_scheduler,
         train_unet,
     )
 
