@@ -15,6 +15,7 @@ from sgid_bench.errors import UserError
 
 if TYPE_CHECKING:
     from sgid_bench.leaderboard.table import Leaderboard
+    from sgid_bench.store import Store
 
 FORMATS = ("table", "markdown", "csv", "latex", "html")
 
@@ -98,22 +99,39 @@ def _leaderboard(db: str | None, backbones: tuple[str, ...], datasets: tuple[str
     try:
         lb = build(store, backbones=backbones, datasets=datasets, methods=methods,
                    profiles=profiles, alpha=alpha, reference=reference, select_by=select_by)
+        if not lb.tables:
+            raise UserError(f"no finished runs in {store.where} match the filters: run "
+                            "`sgid-bench run` or `sgid-bench sweep` first, or relax "
+                            "--backbone/--dataset/--method/--profile"
+                            + _failed_note(store, backbones, profiles, methods, datasets))
     finally:
         store.close()
-    if not lb.tables:
-        raise UserError(f"no finished runs in {store.where} match the filters: run "
-                        "`sgid-bench run` or `sgid-bench sweep` first, or relax --backbone/"
-                        "--dataset/--method/--profile")
     _render(lb, fmt, details, output)
     if output:
         click.echo(f"wrote {output}", err=True)
     if figures_dir:
-        from sgid_bench.leaderboard.figures import write_figures
+        from sgid_bench.leaderboard.figures import figure_notes, write_figures
 
         for path in write_figures(lb, figures_dir):
             click.echo(f"wrote {path}", err=True)
+        for note in figure_notes(lb):
+            click.echo(f"note: {note}", err=True)
     if publish_dir:
         from sgid_bench.leaderboard.publish import publish
 
         for path in publish(lb, publish_dir, details=True):
             click.echo(f"wrote {path}", err=True)
+
+
+def _failed_note(store: Store, backbones: tuple[str, ...], profiles: tuple[str, ...],
+                 methods: tuple[str, ...], datasets: tuple[str, ...]) -> str:
+    """``; N run(s) failed: sgid-bench runs ...`` when the filters select failed runs:
+    they are why nothing finished."""
+    from sgid_bench.leaderboard.failed import failed_counts, failed_hint
+
+    filters = {"backbones": backbones, "profiles": profiles, "methods": methods,
+               "datasets": datasets}
+    failed = sum(failed_counts(store, **filters).values())
+    if not failed:
+        return ""
+    return f"; {failed} run(s) failed: {failed_hint(store, **filters)} lists them"

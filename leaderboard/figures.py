@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from sgid_bench.leaderboard import stats
 from sgid_bench.leaderboard.grid import GAIN_NONE, LOSS
-from sgid_bench.leaderboard.table import Leaderboard, Row, Table, dataset_label
+from sgid_bench.leaderboard.table import Cell, Leaderboard, Row, Table, dataset_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -33,7 +33,8 @@ def _figure(width: float, height: float) -> Figure:
 
 def accuracy_figure(table: Table) -> Figure | None:
     """Grouped bars: mean top-1 per row and dataset, error bars = t confidence interval of
-    the mean over seeds (none for single-seed cells)."""
+    the mean over seeds, clipped to [0, 100] (accuracy cannot leave it); a single-seed
+    cell has no interval: its bar is hatched and has no whisker."""
     rows, datasets = table.measured, table.measured_datasets
     if not rows:
         return None
@@ -41,22 +42,49 @@ def accuracy_figure(table: Table) -> Figure | None:
     ax = fig.add_subplot()
     width = 0.8 / len(rows)
     x = np.arange(len(datasets))
+    single = False
+    import matplotlib
+
+    # Distinct colours for up to 20 rows (the default cycle repeats after 10).
+    colours = matplotlib.colormaps["tab10" if len(rows) <= 10 else "tab20"]
     for i, row in enumerate(rows):
-        means, low, high = [], [], []
-        for d in datasets:
-            cell = row.cells.get(d)
-            ci = cell.ci(table.alpha) if cell else None
-            means.append(cell.mean if cell else np.nan)
-            low.append(cell.mean - ci[0] if ci and cell else 0.0)
-            high.append(ci[1] - cell.mean if ci and cell else 0.0)
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=[low, high],
-               capsize=2, label=row.name)
+        offsets = x + (i - (len(rows) - 1) / 2) * width
+        cells = [row.cells.get(d) for d in datasets]
+        means = [c.mean if c else np.nan for c in cells]
+        bars = ax.bar(offsets, means, width, label=row.name, color=colours(i % colours.N))
+        for bar, cell in zip(bars, cells, strict=True):
+            if cell is not None and cell.n < 2:
+                bar.set_hatch("///")
+                single = True
+        _whiskers(ax, offsets, cells, table.alpha)
     ax.set_xticks(x, [dataset_label(d) for d in datasets])
     ax.set_ylabel("top-1 accuracy (%)")
     level = f"{100 * (1 - table.alpha):g}%"
-    ax.set_title(f"{table.backbone}: mean over seeds, {level} CI")
+    title = f"{table.backbone}: mean top-1 over seeds, {level} CI"
+    if single:
+        title += "\nhatched: a single seed, no interval"
+    if any(r.tiny for r in rows):
+        title += "\ntiny models: random weights, accuracies check the pipeline only"
+    ax.set_title(title, fontsize="medium")
     fig.legend(loc="outside lower center", fontsize="small", ncols=min(3, len(rows)))
     return fig
+
+
+def _whiskers(ax: Axes, offsets: np.ndarray, cells: list[Cell | None], alpha: float) -> None:
+    """Error bars of the cells with two or more seeds, clipped to [0, 100]."""
+    xs, ys, low, high = [], [], [], []
+    for x, cell in zip(offsets, cells, strict=True):
+        ci = cell.ci(alpha) if cell is not None else None
+        if cell is None or ci is None:
+            continue
+        lo, hi = max(ci[0], 0.0), min(ci[1], 100.0)
+        xs.append(x)
+        ys.append(cell.mean)
+        low.append(cell.mean - lo)
+        high.append(hi - cell.mean)
+    if xs:
+        ax.errorbar(xs, ys, yerr=[low, high], fmt="none", ecolor="black", capsize=2,
+                    linewidth=1)
 
 
 def gain_figure(table: Table) -> Figure | None:
@@ -70,7 +98,7 @@ def gain_figure(table: Table) -> Figure | None:
     families = list(dict.fromkeys(r.family for r in rows))
     panels = [[r for r in rows if r.family == f] for f in families]
     # Room for the row names (about 0.08 inch a character at small size) and the colour bar.
-    label_width = 0.08 * max(len(r.name) for r in rows)
+    label_width = 0.08 * max(len(_panel_name(r)) for r in rows)
     n_cols = max(len(_gain_datasets(table, p)) for p in panels)
     fig = _figure(2.4 + label_width + 1.3 * n_cols,
                   1.2 * len(panels) + 0.45 * len(rows) + 0.4)
@@ -99,18 +127,43 @@ def _gain_panel(fig: Figure, ax: Axes, table: Table, rows: list[Row]) -> None:
             gains[i, j] = comp.diff if comp else np.nan
     bound = float(np.nanmax(np.abs(gains))) if np.isfinite(gains).any() else 0.0
     bound = bound or 1.0
-    image = ax.imshow(gains, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
+    import matplotlib
+
+    # Grey, not white, where nothing was compared: white is a gain of zero.
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="0.85")
+    image = ax.imshow(gains, cmap=cmap, vmin=-bound, vmax=bound, aspect="auto")
     for i, row in enumerate(rows):
         for j, d in enumerate(datasets):
             comp = row.cells[d].vs_none if d in row.cells else None
-            if comp is not None:
+            if comp is None:
+                ax.text(j, i, "—", ha="center", va="center", fontsize="small")
+            else:
                 mark = (GAIN_NONE if comp.diff > 0 else LOSS) if comp.significant(
                     table.alpha) else ""
-                ax.text(j, i, f"{comp.diff:+.2f}{mark}", ha="center", va="center",
-                        fontsize="small")
+                # An untested gain (one seed) says so: it is noise until measured again.
+                why = "" if comp.tested else f"\n({comp.reason})"
+                ax.text(j, i, f"{comp.diff:+.2f}{mark}{why}", ha="center", va="center",
+                        fontsize="small", color=text_colour(image.cmap(image.norm(comp.diff))))
     ax.set_xticks(range(len(datasets)), [dataset_label(d) for d in datasets])
-    ax.set_yticks(range(len(rows)), [r.name for r in rows], fontsize="small")
+    # The panel title names the profile and model class: rows need only what is left.
+    ax.set_yticks(range(len(rows)), [_panel_name(r) for r in rows], fontsize="small")
     fig.colorbar(image, ax=ax, label="gain (pp)")
+
+
+def _panel_name(row: Row) -> str:
+    extra = ", ".join(p for p in (row.variant, row.budget_label) if p)
+    return row.method + (f" [{extra}]" if extra else "")
+
+
+def text_colour(rgba: Iterable[float]) -> str:
+    """White on a dark cell, black on a light one: the cell colour's relative luminance
+    (WCAG, from linearised sRGB) against the point where both contrasts are equal."""
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(float(c)) for c in list(rgba)[:3])
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return "white" if luminance < 0.179 else "black"
 
 
 def cd_figure(table: Table) -> Figure | None:
@@ -119,7 +172,7 @@ def cd_figure(table: Table) -> Figure | None:
     from matplotlib.figure import Figure
 
     r = table.ranking
-    if r is None:
+    if r is None or cd_skip_reason(table):
         return None
     k = len(r.methods)
     order = [int(i) for i in np.argsort(r.avg_ranks, kind="stable")]
@@ -154,6 +207,17 @@ def cd_figure(table: Table) -> Figure | None:
                 fontsize="small")
     fig.suptitle(_cd_title(table), fontsize="small")
     return fig
+
+
+def cd_skip_reason(table: Table) -> str:
+    """Why ``table`` has no CD diagram ("" when it has one)."""
+    r = table.ranking
+    if r is None:
+        return "no two rows have results on the same datasets, so nothing is ranked"
+    if r.n_blocks < 2:
+        return (f"ranks over {r.n_blocks} dataset: a critical-difference diagram compares "
+                "average ranks over 2 or more datasets")
+    return ""
 
 
 def _cd_title(table: Table) -> str:
@@ -194,6 +258,20 @@ def figure_pngs(lb: Leaderboard) -> list[tuple[str, str, bytes]]:
             out.append((f"{_slug(table.backbone)}_{kind}.png",
                         f"{table.backbone}: {kind}", buf.getvalue()))
     return out
+
+
+def figure_notes(lb: Leaderboard) -> list[str]:
+    """One line per figure a table does not get, saying why (so a missing diagram is
+    never a silent gap)."""
+    notes = []
+    for table in lb.tables:
+        reason = cd_skip_reason(table)
+        if reason:
+            notes.append(f"{table.backbone}: no CD diagram: {reason}")
+        if gain_figure(table) is None and table.measured:
+            notes.append(f"{table.backbone}: no gain heat-map: no method has a plain-backbone "
+                         "(none) run of the same config to compare with")
+    return notes
 
 
 def write_figures(lb: Leaderboard, directory: Path) -> list[Path]:

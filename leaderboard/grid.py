@@ -43,6 +43,9 @@ class Grid:
     rows: list[list[Text]]
     caption: str
     numeric: list[bool]
+    #: Leading columns that name a row (method, config...): a renderer that must split a
+    #: wide grid into panels repeats them in each.
+    key_columns: int = 1
 
 
 def _marks(cell: Cell, alpha: float) -> str:
@@ -141,7 +144,7 @@ def grid(table: Table) -> Grid:
                      Text(row.config_label, dim=True), *_row_cells(row, table)])
     numeric = [False, False, False] + [True] * (len(header) - 3)
     return Grid(f"Top-1 accuracy (%), backbone {table.backbone}", header, rows,
-                caption(table), numeric)
+                caption(table), numeric, key_columns=3)
 
 
 def family_text(table: Table) -> str:
@@ -166,8 +169,8 @@ def caption(table: Table) -> str:
             f"paired t-test over seeds (Welch's t-test over all seeds where the seeds do not "
             f"all pair), Holm-corrected over all comparisons of this backbone in the store, "
             f"{family_text(table)}; alpha = {table.alpha:g}. Filters hide rows, never tests. "
-            "Bold best, underlined second (within a profile and model class, cells with 2+ "
-            "seeds); dimmed = no significant difference.")
+            "Bold best, underlined second (among cells with 2+ seeds of the same profile, "
+            "model class and training budget); dimmed = no significant difference.")
     else:
         parts.append("No measured runs of this backbone match the filters.")
     if any(c.selected for r in table.measured for c in r.cells.values()):
@@ -181,6 +184,8 @@ def caption(table: Table) -> str:
         parts.append(f"Hidden by the filters: {' and '.join(hidden)}; tests, best baselines "
                      "and ranks still count them" + ("; average and rank columns left out"
                                                      if table.hidden_datasets else ""))
+    if table.failed:
+        parts.append(f"{table.failed} failed run(s) hidden: {table.failed_hint}")
     if any(r.rank_thin for r in table.measured):
         parts.append(f"{THIN} rank resting on a cell with a single seed.")
     if any(r.kind != MEASURED for r in table.rows):
@@ -231,7 +236,7 @@ def details_grid(table: Table) -> Grid:
     return Grid(f"Tests, backbone {table.backbone}", header, rows,
                 f"CI: {level} confidence interval of the mean difference. Effect: Cohen's "
                 "d_z (paired) or d_av (Welch). p (Holm): adjusted within its family, "
-                f"{family_text(table)}.", numeric)
+                f"{family_text(table)}.", numeric, key_columns=4)
 
 
 def _detail_row(row: Row, dataset: str, cell: Cell, versus: str, c: stats.Comparison,
@@ -272,4 +277,4 @@ def posthoc_grid(table: Table) -> Grid | None:
         rows.append(line)
     return Grid(f"Post-hoc, backbone {table.backbone}", header, rows,
                 " ".join(sentence(x) for x in ranking_lines(table)),
-                [False, False] + [True] * (len(header) - 2))
+                [False, False] + [True] * (len(header) - 2), key_columns=2)

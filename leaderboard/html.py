@@ -22,6 +22,7 @@ caption { caption-side: bottom; text-align: left; max-width: 70em; white-space: 
           font-size: 0.85em; color: #444; padding-top: 0.5em; }
 figure { display: inline-block; margin: 1em 1em 1em 0; }
 figure img { max-width: 100%; }
+p.note { color: #555; font-style: italic; }
 """
 
 
@@ -51,14 +52,16 @@ def figure_html(name: str, caption: str, png: bytes) -> str:
 def render_html(lb: Leaderboard, details: bool = False, figures: bool = True,
                 title: str = "sgid-bench leaderboard") -> str:
     """The whole page as one string."""
-    from sgid_bench.leaderboard.figures import figure_pngs
+    from sgid_bench.leaderboard.figures import figure_notes, figure_pngs
 
     parts = [html_grid(g) for g in grids(lb, details)]
     if figures:
         pngs = figure_pngs(lb)
-        if pngs:
+        notes = figure_notes(lb)
+        if pngs or notes:
             parts.append("<h2>Figures</h2>")
             parts += [figure_html(*png) for png in pngs]
+            parts += [f'<p class="note">{escape(n)}.</p>' for n in notes]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
             f"<h1>{escape(title)}</h1>\n" + "\n".join(parts) + "\n</body>\n</html>\n")

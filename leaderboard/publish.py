@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sgid_bench.leaderboard.figures import write_figures
+from sgid_bench.leaderboard.figures import figure_notes, write_figures
 from sgid_bench.leaderboard.html import render_html
-from sgid_bench.leaderboard.render import render_markdown
+from sgid_bench.leaderboard.render import md_escape, render_markdown
 from sgid_bench.leaderboard.table import Leaderboard
 
 #: Where the repository keeps the published leaderboard of the embedded default.
@@ -43,7 +43,8 @@ def publish(lb: Leaderboard, directory: Path, details: bool = True) -> list[Path
     for old in directory.glob("*.png"):
         old.unlink()  # figures of tables that no longer exist must not linger
     pngs = write_figures(lb, directory)
-    images = "\n".join(f"![{p.stem}]({p.name})" for p in pngs)
+    images = "\n".join([*(f"![{p.stem}]({p.name})" for p in pngs),
+                        *(f"\n_{md_escape(n)}._" for n in figure_notes(lb))])
     readme = directory / "README.md"
     readme.write_text(_INTRO + "\n" + render_markdown(lb, details)
                       + ("\n## Figures\n\n" + images + "\n" if images else ""), "utf-8")

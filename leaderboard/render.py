@@ -38,25 +38,115 @@ def _rich_style(t: Text) -> str:
 def render_rich(lb: Leaderboard, file: IO[str], details: bool = False,
                 width: int | None = None) -> None:
     """Rich tables on ``file``: numbers right-aligned, best bold, second underlined,
-    not-significant dimmed, a caption naming the test, seeds and alpha."""
+    not-significant dimmed, a caption naming the test, seeds and alpha; the details
+    tables below the main one.
+
+    Cells wrap between words, never inside one: every column is at least as wide as its
+    longest word, and a grid too wide for the console is split into panels of columns,
+    each repeating the columns that name the row."""
     from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table as RichTable
-    from rich.text import Text as RichText
 
     # Off a terminal (a pipe, a file) keep lines whole rather than wrapped at 80 columns.
     console = Console(file=file, width=width or (None if file.isatty() else 240))
     for g in grids(lb, details):
+        for table in rich_tables(g, console.width):
+            console.print(table)
+
+
+#: What a rich table with the default box adds to its columns' widths: a border and one
+#: space of padding either side of each column, and the closing border.
+_PER_COLUMN, _EDGE = 3, 1
+
+
+def _column_texts(g: Grid) -> list[list[str]]:
+    return [[g.header[i], *(row[i].text + row[i].mark for row in g.rows)]
+            for i in range(len(g.header))]
+
+
+def _longest_word(texts: list[str]) -> int:
+    return max((len(w) for t in texts for w in t.split()), default=1) or 1
+
+
+def _longest_line(texts: list[str]) -> int:
+    return max((len(t) for t in texts), default=1) or 1
+
+
+def _panels(least: list[int], key: int, width: int) -> list[list[int]]:
+    """Column indices of each panel: the key columns that fit in two thirds of the width, then
+    as many others as fit in ``width`` at their narrowest (at least one per panel)."""
+    key_cols: list[int] = []
+    base = _EDGE
+    for i in range(min(key, len(least) - 1)):
+        if key_cols and base + least[i] + _PER_COLUMN > 2 * width // 3:
+            break
+        key_cols.append(i)
+        base += least[i] + _PER_COLUMN
+    panels: list[list[int]] = []
+    current: list[int] = []
+    used = base
+    for i in range(len(key_cols), len(least)):
+        cost = least[i] + _PER_COLUMN
+        if current and used + cost > width:
+            panels.append(key_cols + current)
+            current, used = [], base
+        current.append(i)
+        used += cost
+    if current or not panels:
+        panels.append(key_cols + current)
+    return panels
+
+
+#: How wide a numeric column grows before text columns get any spare room: a cell's
+#: ``mean ± std (n=k)`` and its marks on one line.
+_NUMBER_WIDTH = 20
+
+
+def _widths(least: list[int], most: list[int], numeric: list[bool], room: int) -> list[int]:
+    """Each column's width: its longest word, then the space left handed out one character
+    at a time to the column furthest from holding its longest line, numbers first up to
+    one cell's worth (a number split over lines reads worst)."""
+    widths = list(least)
+    spare = room - sum(widths)
+    targets = ([min(m, _NUMBER_WIDTH) if n else w for w, m, n in zip(widths, most, numeric,
+                                                                     strict=True)], most)
+    for target in targets:
+        while spare > 0:
+            gaps = [t - w for w, t in zip(widths, target, strict=True)]
+            i = max(range(len(gaps)), key=lambda k: gaps[k])
+            if gaps[i] <= 0:
+                break
+            widths[i] += 1
+            spare -= 1
+    return widths
+
+
+def rich_tables(g: Grid, width: int) -> list[Any]:
+    """``g`` as rich tables that fit ``width`` columns (several panels when it must)."""
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+    from rich.text import Text as RichText
+
+    texts = _column_texts(g)
+    least = [_longest_word(t) for t in texts]
+    most = [_longest_line(t) for t in texts]
+    panels = _panels(least, g.key_columns, width)
+    out = []
+    for n, columns in enumerate(panels, 1):
+        room = width - _EDGE - _PER_COLUMN * len(columns)
+        widths = _widths([least[i] for i in columns], [most[i] for i in columns],
+                         [g.numeric[i] for i in columns], room)
+        title = g.title + (f" ({n}/{len(panels)})" if len(panels) > 1 else "")
         # Captions name settings as [key=value]: text, not rich markup.
-        rt = RichTable(title=escape(g.title), caption=escape(g.caption),
-                       caption_justify="left")
-        for name, numeric in zip(g.header, g.numeric, strict=True):
-            rt.add_column(escape(name), justify="right" if numeric else "left",
-                          overflow="fold")
+        rt = RichTable(title=escape(title), caption=escape(g.caption) if n == len(panels)
+                       else None, caption_justify="left")
+        for i, w in zip(columns, widths, strict=True):
+            rt.add_column(escape(g.header[i]), justify="right" if g.numeric[i] else "left",
+                          width=w, overflow="fold")
         for row in g.rows:
-            rt.add_row(*[RichText.assemble((t.text, _rich_style(t)), (t.mark, "bold"))
-                         for t in row])
-        console.print(rt)
+            rt.add_row(*[RichText.assemble((row[i].text, _rich_style(row[i])),
+                                           (row[i].mark, "bold")) for i in columns])
+        out.append(rt)
+    return out
 
 
 # -- markdown ---------------------------------------------------------------------------
@@ -95,7 +185,8 @@ def render_markdown(lb: Leaderboard, details: bool = False) -> str:
 COMPARISON_FIELDS = ["test", "n", "diff", "ci_low", "ci_high", "statistic", "p", "p_holm",
                      "significant", "effect", "effect_name", "note"]
 CSV_FIELDS = [
-    "backbone", "group", "method", "kind", "profile", "tiny_models", "variant", "dataset",
+    "backbone", "group", "method", "kind", "profile", "tiny_models", "variant", "budget",
+    "dataset",
     "config_hash", "n", "seeds", "mean", "std", "ci_low", "ci_high", "place",
     "selected", "val_mean", "select_candidates",
     *[f"vs_none_{f}" for f in COMPARISON_FIELDS], "best_baseline",
@@ -150,7 +241,7 @@ def _csv_rows(table: Table) -> list[dict[str, Any]]:
     for row in table.rows:
         base = {"backbone": table.backbone, "group": row.group, "method": row.method,
                 "kind": row.kind, "profile": row.profile, "tiny_models": int(row.tiny),
-                "variant": row.variant, "avg_rank": row.rank,
+                "variant": row.variant, "budget": row.budget_label, "avg_rank": row.rank,
                 "rank_single_seed": int(row.rank_thin) if row.rank is not None else ""}
         if row.kind == MEASURED:
             out += [{**base, **_csv_cell(table, row, d, c)} for d, c in row.cells.items()]

@@ -12,7 +12,10 @@ Statistics never depend on the view: tests, their Holm family, best baselines, a
 and ranks are computed over every stored run of the backbone (and profile); ``-m``/``-d``
 filters hide rows and columns afterwards. Each (profile, tiny models) class of rows is its
 own family of tests: tiny and real models are never corrected, ranked or coloured
-together.
+together. (A sweep could declare a narrower family, its own planned comparisons, but the
+store does not record which sweep a run came from; the family is therefore the data's,
+and each caption states its size.) Within a class, rows of different training budgets
+(epochs, training images per class) are placed and ranked only against their own budget.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import numpy as np
 
 from sgid_bench.errors import UserError
 from sgid_bench.leaderboard import select, stats
-from sgid_bench.leaderboard.configs import base_signature, variant_labels
+from sgid_bench.leaderboard.configs import base_signature, budget, budget_text, variant_labels
+from sgid_bench.leaderboard.failed import failed_counts, failed_hint
 from sgid_bench.leaderboard.groups import GROUP_ORDER, is_sgid_family, method_group
 from sgid_bench.leaderboard.reference import (
     AVERAGE,
@@ -124,6 +128,7 @@ class Row:
     average: Average | None = None
     rank: float | None = None
     rank_thin: bool = False  # its rank rests on a cell with fewer than two seeds
+    budget_label: str = ""  # "epochs=2" where its class mixes training budgets
 
     @property
     def family(self) -> Family:
@@ -142,7 +147,7 @@ class Row:
             return "paper Table 1"
         chosen = ", ".join(self.selected_keys)
         parts = [self.profile, "tiny models" if self.tiny else "", self.variant,
-                 f"{chosen} chosen on val" if chosen else ""]
+                 self.budget_label, f"{chosen} chosen on val" if chosen else ""]
         return " · ".join(p for p in parts if p)
 
     @property
@@ -166,6 +171,12 @@ class Table:
     hidden_rows: int = 0
     hidden_datasets: list[str] = field(default_factory=list)
     select_by: str = select.VAL
+    #: Failed runs of this backbone that the filters select (never in the table), and the
+    #: command that lists them.
+    failed: int = 0
+    failed_hint: str = ""
+    #: Budget settings that vary within a family on some dataset ({"epochs"}).
+    budget_keys: dict[Family, set[str]] = field(default_factory=dict)
 
     @property
     def measured(self) -> list[Row]:
@@ -228,7 +239,20 @@ def build(
     tables = [build_table(b, by_backbone.get(b, []), alpha, ref, select_by)
               for b in sorted(names, key=_order_key(PAPER_BACKBONES))]
     shown = [hide(t, methods, datasets) for t in tables]
+    _count_failed(store, shown, profiles, methods, datasets)
     return Leaderboard([t for t in shown if t.rows], alpha, reference)
+
+
+def _count_failed(store: Store, tables: list[Table], profiles: Sequence[str],
+                  methods: Sequence[str], datasets: Sequence[str]) -> None:
+    counts = failed_counts(store, backbones=[t.backbone for t in tables], profiles=profiles,
+                           methods=methods, datasets=datasets)
+    for table in tables:
+        table.failed = counts.get(table.backbone, 0)
+        if table.failed:
+            table.failed_hint = failed_hint(store, backbones=[table.backbone],
+                                            profiles=profiles, methods=methods,
+                                            datasets=datasets)
 
 
 def _skip_unreadable(run_id: int, reason: str) -> None:
@@ -251,6 +275,7 @@ def build_table(backbone: str, runs: Iterable[Run], alpha: float, ref: Reference
     table.rows = _interleave(rows, ref_rows)
     _compare(table)
     _holm(table)
+    _mark_budgets(table)
     _averages(table)
     _places(table)
     _rank(table)
@@ -415,31 +440,78 @@ def _averages(table: Table) -> None:
 
 def _mark_places(items: list[tuple[float, Any]]) -> None:
     # Places by the displayed (2-decimal) value, so equal-looking numbers share a place.
+    # Alone in its group a result is not "best" of anything.
+    if len(items) < 2:
+        return
     shown = sorted({_shown(v) for v, _ in items}, reverse=True)
     for value, obj in items:
         place = shown.index(_shown(value)) + 1
         obj.place = place if place <= 2 else 0
 
 
+def _row_budget(row: Row, columns: Sequence[str]) -> tuple[Any, ...]:
+    return tuple(budget(row.cells[d].config) for d in columns if d in row.cells)
+
+
 def _places(table: Table) -> None:
-    # Within each family: a tiny-model cell is never "best" against real models. Cells
-    # (and averages) on fewer than two seeds are never placed.
-    for key in _coverage(table):
+    # Within each family and training budget: a tiny-model cell is never "best" against
+    # real models, nor a 2-epoch run against a 30-epoch one. Cells (and averages) on fewer
+    # than two seeds are never placed.
+    coverage = _coverage(table)
+    for key, columns in coverage.items():
         rows = [r for r in table.measured if r.family == key]
         for d in table.measured_datasets:
-            _mark_places([(r.cells[d].mean, r.cells[d]) for r in rows
-                          if d in r.cells and r.cells[d].rankable])
-        _mark_places([(r.average.mean, r.average) for r in rows
-                      if r.average and r.average.n >= 2])
+            groups: dict[Any, list[tuple[float, Any]]] = defaultdict(list)
+            for r in rows:
+                if d in r.cells and r.cells[d].rankable:
+                    groups[budget(r.cells[d].config)].append((r.cells[d].mean, r.cells[d]))
+            for items in groups.values():
+                _mark_places(items)
+        averages: dict[Any, list[tuple[float, Any]]] = defaultdict(list)
+        for r in rows:
+            if r.average and r.average.n >= 2:
+                averages[_row_budget(r, columns)].append((r.average.mean, r.average))
+        for items in averages.values():
+            _mark_places(items)
+
+
+def _mark_budgets(table: Table) -> None:
+    """Where a (profile, tiny) class mixes training budgets on a dataset, name each row's
+    budget in its config label (unless its variant already does) and say how rows of
+    different budgets are compared."""
+    for key in _coverage(table):
+        rows = [r for r in table.measured if r.family == key]
+        per_dataset: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for r in rows:
+            for d, c in r.cells.items():
+                per_dataset[d] |= set(budget(c.config))
+        varying = {k for values in per_dataset.values() for k, _ in values
+                   if len({v for kk, v in values if kk == k}) > 1}
+        if not varying:
+            continue
+        table.budget_keys[key] = varying
+        for row in rows:
+            texts = sorted({budget_text(budget(c.config), varying) for c in row.cells.values()})
+            if not {p for t in texts for p in t.split(", ")} <= set(row.variant.split(", ")):
+                row.budget_label = "; ".join(texts)
+        what = f"{key[0]} profile" + (", tiny models" if key[1] else "")
+        table.notes.append(f"{what}: rows trained with different budgets "
+                           f"({', '.join(sorted(varying))}) are placed and ranked only "
+                           "against rows of the same budget")
 
 
 def _rank(table: Table) -> None:
-    # Rank the (profile, tiny) class with the most rows complete over its datasets.
+    # Rank the (profile, tiny, budget) class with the most rows complete over its
+    # family's datasets: rows of other budgets are never ranked against it.
     options = []
     for (profile, tiny), columns in _coverage(table).items():
-        rows = [r for r in table.measured if (r.profile, r.tiny) == (profile, tiny)
-                and all(d in r.cells for d in columns)]
-        options.append((len(rows), len(columns), profile, tiny, rows, columns))
+        complete = [r for r in table.measured if (r.profile, r.tiny) == (profile, tiny)
+                    and all(d in r.cells for d in columns)]
+        by_budget: dict[Any, list[Row]] = defaultdict(list)
+        for r in complete:
+            by_budget[_row_budget(r, columns)].append(r)
+        for rows in by_budget.values():
+            options.append((len(rows), len(columns), profile, tiny, rows, columns))
     if not options:
         return
     n_rows, _, profile, tiny, rows, columns = max(options, key=lambda o: o[:2])
@@ -456,6 +528,9 @@ def _rank(table: Table) -> None:
     left_out = len(table.measured) - len(rows)
     if left_out:
         what = f"{profile} profile" + (", tiny models" if tiny else "")
+        varying = table.budget_keys.get(rows[0].family)
+        if varying:
+            what += f", {budget_text(budget(rows[0].cells[columns[0]].config), varying)}"
         table.ranking.notes.append(
             f"ranks cover the {what} rows with a result on {', '.join(columns)}; "
             f"{left_out} other row(s) are left out")

@@ -98,7 +98,7 @@ def _blip(path: str, device: str) -> tuple[Any, Any]:
 def _load_blip(model_id: str, context: Context) -> tuple[Any, Any]:
     from sgid_bench.models import resolve
 
-    return _blip(str(resolve(model_id, context)), context.device)
+    return _blip(str(resolve(model_id, context, kind="blip", role="captioner")), context.device)
 
 
 class ClipScorer:

@@ -8,8 +8,10 @@ classes, which ``sgid-bench list`` loads.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +101,15 @@ def quiet_libraries() -> None:
     tlog.set_verbosity_error()
 
 
+@contextlib.contextmanager
+def diffusers_deprecations_off() -> Iterator[None]:
+    """No DeprecationWarning from diffusers inside: the Euler schedulers build their sigmas
+    with np.array(tensor), which numpy 2 flags on every construction (not ours to fix)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="diffusers.*")
+        yield
+
+
 def dtype_kwarg(dtype: Any) -> dict[str, Any]:
     """``from_pretrained`` dtype argument: diffusers renamed ``torch_dtype`` to ``dtype``."""
     import diffusers.utils.deprecation_utils as dep
@@ -114,10 +125,11 @@ def _load(path: str, kind: str, device: str, half: bool) -> Components:
 
     quiet_libraries()
     dtype = torch.float16 if half else torch.float32
-    pipe = guided_class(kind).from_pretrained(
-        path, **dtype_kwarg(dtype), safety_checker=None, requires_safety_checker=False,
-        local_files_only=True,
-    )
+    with diffusers_deprecations_off():  # InstructPix2Pix ships an Euler scheduler
+        pipe = guided_class(kind).from_pretrained(
+            path, **dtype_kwarg(dtype), safety_checker=None, requires_safety_checker=False,
+            local_files_only=True,
+        )
     pipe.to(device)
     # SDPA explicitly (it is also diffusers' default on torch 2).
     pipe.unet.set_attn_processor(AttnProcessor2_0())
@@ -135,8 +147,10 @@ def load_pipeline(model_id: str, kind: str, context: Context, scheduler: str = "
     from sgid_bench.models import resolve
 
     check_scheduler(scheduler)
-    path = resolve(model_id, context)
     stored = "pix2pix" if kind == "pix2pix" else "img2img"
+    arch = "instruct_pix2pix" if stored == "pix2pix" else "stable_diffusion"
+    path = resolve(model_id, context, kind=arch,
+                   role="pix2pix generator" if stored == "pix2pix" else "generator")
     half = context.device.startswith("cuda")
     parts = _load(str(path), stored, context.device, half)
     modules = dict(parts.modules)
@@ -144,7 +158,8 @@ def load_pipeline(model_id: str, kind: str, context: Context, scheduler: str = "
     sched_cls = SCHEDULERS[scheduler]
     base_sched = modules["scheduler"]
     cls = getattr(diffusers, sched_cls) if sched_cls else type(base_sched)
-    modules["scheduler"] = cls.from_config(base_sched.config)
+    with diffusers_deprecations_off():
+        modules["scheduler"] = cls.from_config(base_sched.config)
     pipe = guided_class(kind)(**modules)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -238,5 +253,5 @@ def run(
             kwargs["strength"] = strength
         else:
             kwargs["image_guidance_scale"] = image_guidance
-    with torch.inference_mode():
+    with torch.inference_mode(), diffusers_deprecations_off():  # Euler's set_timesteps
         return list(pipe(**kwargs).images)

@@ -33,10 +33,10 @@ MAX_CAPTIONS = 8
 
 def model_id(task: str, override: str, context: Context) -> str:
     """The model id of ``task`` ("describe" or "summarize") for the context's profile."""
-    from sgid_bench.models import for_profile
+    from sgid_bench.models import for_profile, pin
 
-    if override:
-        return override
+    if override:  # pinned to the weights on disk, like the profile's own ids
+        return pin(override, context)
     return for_profile(context, tiny="tiny/t5", world="text", paper=PAPER_TEXT[task])
 
 
@@ -52,7 +52,8 @@ class LanguageModel:
     def __init__(self, mid: str, context: Context, max_length: int = 24) -> None:
         from sgid_bench.models import resolve
 
-        self.model, self.tokenizer = _load(str(resolve(mid, context)), context.device)
+        path = resolve(mid, context, role="language model")
+        self.model, self.tokenizer = _load(str(path), context.device)
         self.device, self.max_length = context.device, max_length
 
     def _generate(self, prompts: Sequence[str], **kwargs: Any) -> list[str]:

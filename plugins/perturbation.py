@@ -2,7 +2,8 @@
 
 Defaults are the paper's settings (``shared/reference/README.md``, "Baseline settings"):
 Random Erasing p 0.5, max area 0.4, min aspect 0.3; CutMix alpha 1.0 applied with
-probability 0.5; RandAugment N 2, M 9; MoEx lambda 0.5, p 0.25, PONO.
+probability 0.5; RandAugment N 2, M 9; MoEx lambda 0.5, p 0.25, PONO, at the stem (the
+official code's default layer).
 
 This module is imported by ``sgid-bench list``: torch and torchvision are imported inside
 functions only.
@@ -155,13 +156,18 @@ class CutMix(sgid_bench.Augmenter):
 class MoEx(sgid_bench.Augmenter):
     name = "moex"
     description = "MoEx (Li et al. 2021): swaps PONO feature moments between samples, mixes labels."
+    # 2: the layer parameter, whose default (the stem) moves MoEx from the first stage.
+    version = "2"
 
-    def __init__(self, p: float = 0.25, lam: float = 0.5, eps: float = 1e-5) -> None:
+    def __init__(self, p: float = 0.25, lam: float = 0.5, eps: float = 1e-5,
+                 layer: str = "stem") -> None:
+        """``layer``: the backbone layer whose output MoEx rewrites; ``stem`` (after the
+        input stem) is the official code's default, ``layer1``... are later stages."""
         _check_probability("p", p)
         _check_probability("lam", lam)
         if eps <= 0:
             raise ValueError(f"eps must be > 0, got {eps}")
-        self.p, self.lam, self.eps = p, lam, eps
+        self.p, self.lam, self.eps, self.layer = p, lam, eps, layer
 
     def features(
         self, features: torch.Tensor, targets: torch.Tensor, generator: torch.Generator

@@ -81,10 +81,10 @@ def small_settings(profile: str) -> dict[str, Any]:
 
 def model_for(role: str, override: str, context: Context) -> str:
     """The model id of ``role``: the user's override, else the profile's default."""
-    from sgid_bench.models import for_profile
+    from sgid_bench.models import for_profile, pin
 
-    if override:
-        return override
+    if override:  # pinned to the weights on disk, like the profile's own ids
+        return pin(override, context)
     return for_profile(context, tiny=TINY_MODELS[role], world=WORLD_MODELS[role],
                        paper=PAPER_MODELS[role])
 
@@ -302,11 +302,11 @@ class SGID(_Generative):
         cap = (caption, cw) if caption else None
         if self.prompt_mode == "none":
             return []
-        if self.prompt_mode == "label_only" or (self.prompt_mode == "complete" and not cap):
-            return [sentence]
         if self.prompt_mode == "caption_only":
             return [cap] if cap else []
-        return [sentence, (", ", 1.0), cap]  # type: ignore[list-item]
+        if self.prompt_mode == "label_only" or cap is None:  # complete without a caption
+            return [sentence]
+        return [sentence, (", ", 1.0), cap]
 
     def guidance(self, images: Sequence[Image.Image], texts: Sequence[str],
                  scores: Sequence[float | None]) -> tuple[list[float], list[float | None]]:

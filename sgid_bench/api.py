@@ -10,7 +10,7 @@ import inspect
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from sgid_bench.errors import UserError
 
@@ -75,21 +75,28 @@ class Plugin:
 
 
 class Augmenter(Plugin):
-    """An augmentation method. Implement any of these stages (define only those you use):
+    """An augmentation method. Implement any of these stages (define only those you use);
+    each is spelled out, with its types, by a protocol below, which is what the harness
+    and a type checker test a class against:
 
-    - ``expand(images, labels, class_names, generator) -> list[PIL.Image]``: offline, one
-      new image per input (generative methods). The harness batches, caches on disk and
-      resumes. ``images`` are RGB PIL images, ``labels`` ints, ``generator`` a CPU
-      ``torch.Generator`` seeded for this batch (a list, one per image: see
-      ``per_image_generators``).
-    - ``transform(image, generator) -> image``: per training sample, uint8 CHW tensor in
-      and out.
-    - ``mix(images, targets, generator) -> (images, targets)``: per batch; images float
-      NCHW (normalised), targets N x C probabilities.
-    - ``features(features, targets, generator) -> (features, targets)``: inside the
-      network, on the output of the layer the backbone exposes
-      (:meth:`Backbone.feature_layer`); ``features`` is NCHW for CNNs, N x L x D for
-      transformers (:attr:`FeatureLayer.channel_dim` says which dim holds channels).
+    - ``expand(images, labels, class_names, generator) -> list[PIL.Image | None]``
+      (:class:`ExpandStage`): offline, one new image per input (generative methods). The
+      harness batches, caches on disk and resumes. ``images`` are RGB PIL images,
+      ``labels`` ints, ``generator`` a CPU ``torch.Generator`` seeded for this batch (a
+      list, one per image: see ``per_image_generators``).
+    - ``transform(image, generator) -> image`` (:class:`TransformStage`): per training
+      sample, uint8 CHW tensor in and out.
+    - ``mix(images, targets, generator) -> (images, targets)`` (:class:`MixStage`): per
+      batch; images float NCHW (normalised), targets N x C probabilities.
+    - ``features(features, targets, generator) -> (features, targets)``
+      (:class:`FeatureStage`): inside the network, on the output of the backbone layer
+      named by :attr:`layer` (:meth:`Backbone.feature_layer`); ``features`` is channels
+      first (N x C x ...): the harness moves the channels of an N x L x D output to dim 1
+      and back.
+
+    An ``expand`` stage may also offer the cache hooks :class:`ReportsInfo` (per-image
+    metadata), :class:`SelectsImages` (a filter over the whole generated set) and
+    :class:`FitsDataset` (dataset-level preparation, computed once and stored).
 
     ``group`` places the method in the leaderboard (backbone, perturbation, generative).
 
@@ -103,6 +110,10 @@ class Augmenter(Plugin):
 
     group: ClassVar[str] = "perturbation"
     per_image_generators: ClassVar[bool] = False
+    #: Where a ``features`` stage acts: a layer name :meth:`Backbone.feature_layer`
+    #: knows. ``stem`` (the output of the input stem) is MoEx's official default; a
+    #: method that takes the layer as a parameter sets ``self.layer`` in ``__init__``.
+    layer: str = "stem"
 
     @classmethod
     def stages(cls) -> tuple[str, ...]:
@@ -110,15 +121,105 @@ class Augmenter(Plugin):
         return tuple(s for s in STAGES if callable(getattr(cls, s, None)))
 
 
+# The stage contracts. ``runtime_checkable``: the harness finds a plugin's stages with
+# ``isinstance(augmenter, MixStage)`` (the method exists and is not None), and a type
+# checker checks an implementation's signature against them. Annotations only: this
+# module imports neither torch nor PIL.
+
+
+@runtime_checkable
+class ExpandStage(Protocol):
+    """``expand``: one new image per input, ``None`` to drop it (a filter)."""
+
+    def expand(self, images: Sequence[Image.Image], labels: Sequence[int],
+               class_names: Sequence[str],
+               generator: torch.Generator | Sequence[torch.Generator]
+               ) -> Sequence[Image.Image | None]:
+        """``generator`` is one ``torch.Generator`` for the batch, or one per image when
+        the class sets ``per_image_generators = True``."""
+        ...
+
+
+@runtime_checkable
+class TransformStage(Protocol):
+    """``transform``: one training sample, every epoch."""
+
+    def transform(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """uint8 CHW in, uint8 CHW out; draw randomness from ``generator`` only."""
+        ...
+
+
+@runtime_checkable
+class MixStage(Protocol):
+    """``mix``: one training batch, after normalisation."""
+
+    def mix(self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float NCHW images and N x C probability targets in; the same shapes out."""
+        ...
+
+
+@runtime_checkable
+class FeatureStage(Protocol):
+    """``features``: the output of the backbone layer named ``layer``, in training only."""
+
+    layer: str
+
+    def features(self, features: torch.Tensor, targets: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channels-first features (N x C x ...) and N x C targets in; the same out."""
+        ...
+
+
+@runtime_checkable
+class ReportsInfo(Protocol):
+    """An ``expand`` stage's metadata: after each ``expand``, one JSON-able dict per input
+    (prompt, caption, scores...), stored beside the image and handed to ``select``."""
+
+    last_info: list[dict[str, Any]]
+
+
+@runtime_checkable
+class SelectsImages(Protocol):
+    """A filter that needs the whole generated set (a class-mean threshold)."""
+
+    def select(self, infos: Sequence[dict[str, Any]], labels: Sequence[int]) -> Sequence[bool]:
+        """The keep mask over every input, given each one's ``last_info`` (plus
+        ``dropped``) and label; called on cached images too."""
+        ...
+
+
+@runtime_checkable
+class FitsDataset(Protocol):
+    """Dataset-level preparation before the first ``expand`` (per-class summaries),
+    computed once per generation key and seed and stored as JSON."""
+
+    def fit(self, samples: Sequence[tuple[Image.Image, int]], class_names: Sequence[str],
+            generator: torch.Generator) -> Any:
+        """Prepare from the whole training set; returns the JSON-able state."""
+        ...
+
+    def load_state(self, state: Any) -> None:
+        """Restore what ``fit`` returned (a resumed or repeated generation)."""
+        ...
+
+
 #: The optimizers the trainer builds (``Recipe.optimizer``).
 OPTIMIZERS = ("sgd", "adamw")
+#: The learning-rate schedules (``Recipe.schedule``): ``multistep`` multiplies lr by
+#: ``gamma`` at each of ``milestones`` (epochs; none: a constant lr); ``linear`` decays it
+#: linearly to 0 over every optimizer step (Hugging Face's ``get_scheduler("linear")``,
+#: the schedule of transformers' image-classification example).
+SCHEDULES = ("multistep", "linear")
 
 
 @dataclass(frozen=True)
 class Recipe:
     """A training recipe. ``lr_grid`` (if not empty) is searched on the validation split
-    and the best lr is kept; ``milestones`` are epochs where lr is multiplied by ``gamma``;
-    ``label_smoothing`` mixes the training targets with the uniform distribution.
+    and the best lr is kept; ``schedule`` is one of :data:`SCHEDULES`: ``milestones`` are
+    epochs where lr is multiplied by ``gamma`` (``multistep`` only), ``linear`` decays lr
+    to 0 by the last step; ``label_smoothing`` mixes the training targets with the
+    uniform distribution.
 
     Every field is checked by type and range when a recipe is made (a backbone's default
     or ``--param train.key=value``), so a bad value is a :class:`UserError` before any run
@@ -134,6 +235,7 @@ class Recipe:
     gamma: float = 0.1
     lr_grid: tuple[float, ...] = ()
     label_smoothing: float = 0.0
+    schedule: str = "multistep"
 
     def __post_init__(self) -> None:
         first = next(_recipe_problems(self), None)
@@ -164,6 +266,11 @@ def _recipe_problems(r: Recipe) -> Iterator[tuple[str, str]]:
     """(field, what is wrong) for every invalid field of ``r``."""
     if r.optimizer not in OPTIMIZERS:
         yield "optimizer", f"unknown optimizer; use one of {', '.join(OPTIMIZERS)}"
+    if r.schedule not in SCHEDULES:
+        yield "schedule", f"unknown schedule; use one of {', '.join(SCHEDULES)}"
+    elif r.schedule == "linear" and r.milestones:
+        yield "schedule", ("milestones apply to schedule=multistep only; drop them "
+                           "(train.milestones=[])")
     for name in ("epochs", "batch_size"):
         if not _is_int(getattr(r, name)) or getattr(r, name) < 1:
             yield name, "must be an integer >= 1"
@@ -194,6 +301,15 @@ class FeatureLayer:
     channel_dim: int = 1
 
 
+def named_layer(backbone: str, layers: dict[str, FeatureLayer], name: str) -> FeatureLayer:
+    """``layers[name]`` for :meth:`Backbone.feature_layer`; an unknown name is a
+    :class:`UserError` listing the known ones."""
+    if name not in layers:
+        raise UserError(f"backbone {backbone!r} has no feature layer {name!r}: use "
+                        f"--param layer={' or layer='.join(layers)}")
+    return layers[name]
+
+
 class Backbone(Plugin):
     """A classifier. ``build`` returns an ``nn.Module`` mapping float NCHW images
     (normalised with :meth:`normalization`) of :meth:`input_size` to logits."""
@@ -213,8 +329,13 @@ class Backbone(Plugin):
         """The default training recipe for a profile and dataset."""
         return Recipe()
 
-    def feature_layer(self, model: torch.nn.Module) -> FeatureLayer | None:
-        """The early layer where a ``features``-stage augmenter (MoEx) acts, or None."""
+    def feature_layer(self, model: torch.nn.Module, layer: str = "stem"
+                      ) -> FeatureLayer | None:
+        """The layer of ``model`` named ``layer`` where a ``features`` stage (MoEx) acts,
+        or None when this backbone exposes none. Names: ``stem`` (the output of the input
+        stem: a ResNet's conv1-bn-relu, a ViT's patch embedding) and ``layer1``,
+        ``layer2``... (a ResNet's stages, a transformer's blocks). An unknown name raises
+        :class:`UserError` listing the known ones."""
         return None
 
     def trainable_parameters(self, model: torch.nn.Module) -> Sequence[torch.nn.Parameter]:

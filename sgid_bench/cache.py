@@ -15,11 +15,17 @@ exactly the same images; a batch is redone only when one of its images is missin
 file fails the hash check (and only those images are written). A metadata file that is
 not what this module wrote (``null``, garbage) counts as corrupted and is regenerated.
 
-Optional augmenter hooks used here (see ``sgid_bench_plugins.sgid``): ``last_info`` (list
-of JSON-able dicts, one per input of the last ``expand``), ``select(infos, labels)`` (a
-keep mask computed over the whole set, for class-mean filters), ``fit(samples,
-class_names, generator) -> state`` and ``load_state(state)`` (dataset-level preparation,
-stored as ``fit-s<seed>.json`` so it is computed once).
+Optional augmenter hooks used here, each a protocol of :mod:`sgid_bench.api`:
+:class:`~sgid_bench.api.ReportsInfo` (``last_info``: JSON-able dicts, one per input of
+the last ``expand``), :class:`~sgid_bench.api.SelectsImages` (``select(infos, labels)``: a
+keep mask computed over the whole set, for class-mean filters) and
+:class:`~sgid_bench.api.FitsDataset` (``fit(samples, class_names, generator) -> state``
+and ``load_state(state)``: dataset-level preparation, stored as ``fit-s<seed>.json`` so it
+is computed once).
+
+The augmenter is set up (``setup(context)``) only when something is generated, so a run
+whose images are all cached loads no model; a run passes its :class:`SetupOnce` so that
+happens once per run.
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sgid_bench.config import canonical_json, config_hash
+from sgid_bench.api import ExpandStage, FitsDataset, ReportsInfo, SelectsImages
+from sgid_bench.config import SetupOnce, canonical_json, config_hash
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
     from sgid_bench.api import Augmenter
@@ -82,19 +90,12 @@ class Result:
 
 def expand_samples(augmenter: Augmenter, samples: Sequence[tuple[Image.Image, int]],
                    class_names: list[str], *, key: dict[str, Any], seed: int,
-                   context: Context, store: Store | None = None
-                   ) -> list[tuple[Image.Image, int]]:
+                   context: Context, store: Store | None = None,
+                   setup: SetupOnce | None = None) -> list[tuple[Image.Image, int]]:
     """The generated (image, label) pairs of ``samples`` in input order, dropped ones
     omitted; generated once per (key hash, index, seed) and then read from the cache."""
     return generate(augmenter, samples, class_names, key=key, seed=seed, context=context,
-                    store=store).samples()
-
-
-def prepare(augmenter: Augmenter, context: Context) -> None:
-    """``augmenter.setup(context)`` once per augmenter instance."""
-    if getattr(augmenter, "_sgid_cache_context", None) is not context:
-        augmenter.setup(context)
-        augmenter._sgid_cache_context = context  # type: ignore[attr-defined]
+                    store=store, setup=setup).samples()
 
 
 #: The generation batch size whose images are keyed without it (the CLI's default), so
@@ -105,7 +106,7 @@ DEFAULT_GEN_BATCH = 8
 def batch_dependent(augmenter: Augmenter | type[Augmenter]) -> bool:
     """Whether the images of ``augmenter`` depend on how they are batched (one generator
     per batch, not :attr:`~sgid_bench.api.Augmenter.per_image_generators`)."""
-    return not getattr(augmenter, "per_image_generators", False)
+    return not augmenter.per_image_generators
 
 
 def effective_key(augmenter: Augmenter | type[Augmenter], key: dict[str, Any],
@@ -129,8 +130,13 @@ def cache_path(key: dict[str, Any], context: Context) -> Path:
 
 def generate(augmenter: Augmenter, samples: Sequence[tuple[Image.Image, int]],
              class_names: list[str], *, key: dict[str, Any], seed: int, context: Context,
-             store: Store | None = None) -> Result:
-    """:func:`expand_samples` with the records (metadata included) and statistics."""
+             store: Store | None = None, setup: SetupOnce | None = None) -> Result:
+    """:func:`expand_samples` with the records (metadata included) and statistics.
+
+    ``setup``: the run's record of set-up plugins (:attr:`Resolved.setup`); without one
+    the augmenter is set up here if anything is generated."""
+    if not isinstance(augmenter, ExpandStage):
+        raise TypeError(f"augmenter {augmenter.name!r} has no expand stage to generate with")
     key = effective_key(augmenter, key, context)
     root = cache_path(key, context)
     n, size = len(samples), max(1, int(context.gen_batch_size))
@@ -143,9 +149,9 @@ def generate(augmenter: Augmenter, samples: Sequence[tuple[Image.Image, int]],
     gen_id = _record_start(store, augmenter, key, seed, root, context)
     if todo:
         start = time.perf_counter()
-        prepare(augmenter, context)
+        (setup or SetupOnce())(augmenter, context)
         _fit(augmenter, samples, class_names, root, seed)
-        with _progress(n, stats.reused, getattr(augmenter, "name", "expand")) as advance:
+        with _progress(n, stats.reused, augmenter.name) as advance:
             for b in todo:
                 idx = list(range(b, min(b + size, n)))
                 batch = _run_batch(augmenter, samples, class_names, idx, seed)
@@ -267,24 +273,27 @@ def _run_batch(augmenter: Augmenter, samples: Sequence[tuple[Image.Image, int]],
                ) -> list[tuple[Image.Image | None, dict[str, Any]]]:
     from sgid_bench.rng import generator
 
+    assert isinstance(augmenter, ExpandStage)  # checked by generate()
     images = [samples[i][0] for i in idx]
     labels = [int(samples[i][1]) for i in idx]
-    gen: Any = (generator("expand", seed, idx[0]) if batch_dependent(augmenter)
-                else [generator("expand", seed, i) for i in idx])
-    out = augmenter.expand(images, labels, class_names, gen)  # type: ignore[attr-defined]
+    gen: torch.Generator | list[torch.Generator] = (
+        generator("expand", seed, idx[0]) if batch_dependent(augmenter)
+        else [generator("expand", seed, i) for i in idx])
+    out = augmenter.expand(images, labels, class_names, gen)
     if len(out) != len(idx):
         raise RuntimeError(f"{augmenter.name}.expand returned {len(out)} images for "
                            f"{len(idx)} inputs (it must return one per input, None to drop)")
-    infos = getattr(augmenter, "last_info", None)
-    if not isinstance(infos, list) or len(infos) != len(idx):
-        infos = [{} for _ in idx]
+    infos: list[dict[str, Any]] = [{} for _ in idx]
+    if isinstance(augmenter, ReportsInfo) and isinstance(augmenter.last_info, list) and len(
+            augmenter.last_info) == len(idx):
+        infos = augmenter.last_info
     return list(zip(out, infos, strict=True))
 
 
 def _fit(augmenter: Augmenter, samples: Sequence[tuple[Image.Image, int]],
          class_names: list[str], root: Path, seed: int) -> None:
     """Dataset-level preparation once per (key, seed), stored beside the images."""
-    if not callable(getattr(augmenter, "fit", None)):
+    if not isinstance(augmenter, FitsDataset):
         return
     from sgid_bench.rng import generator
 
@@ -292,20 +301,19 @@ def _fit(augmenter: Augmenter, samples: Sequence[tuple[Image.Image, int]],
     try:
         state = json.loads(path.read_text())
         if state is not None:
-            augmenter.load_state(state)  # type: ignore[attr-defined]
+            augmenter.load_state(state)
             return
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         pass  # missing or corrupt: fitted again below
-    state = augmenter.fit(samples, class_names, generator("fit", seed))  # type: ignore[attr-defined]
+    state = augmenter.fit(samples, class_names, generator("fit", seed))
     _atomic_write(path, canonical_json(state).encode())
 
 
 def _apply_select(augmenter: Augmenter, records: list[Record]) -> None:
-    select = getattr(augmenter, "select", None)
-    if not callable(select):
+    if not isinstance(augmenter, SelectsImages):
         return
     infos = [{**r.meta.get("info", {}), "dropped": r.meta["dropped"]} for r in records]
-    keep = select(infos, [r.label for r in records])
+    keep = augmenter.select(infos, [r.label for r in records])
     for r, k in zip(records, keep, strict=True):
         r.kept = r.kept and bool(k)
 

@@ -351,14 +351,16 @@ def _short(value: Any, width: int = 40) -> str:
 
 def _add_commands() -> None:
     # Commands that live beside what they drive; each module imports only click at the top.
+    from sgid_bench.doctor import doctor
     from sgid_bench.export import export
     from sgid_bench.leaderboard.command import leaderboard
+    from sgid_bench.replicate import models
     from sgid_bench.runs_command import runs
     from sgid_bench.sweep_command import sweep
     from sgid_bench.visualize import show, similarity
     from sgid_bench.world.command import world
 
-    for command in (leaderboard, sweep, show, similarity, export, world, runs):
+    for command in (leaderboard, sweep, show, similarity, export, world, runs, models, doctor):
         main.add_command(command)
 
 

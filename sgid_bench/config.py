@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from sgid_bench import __version__
-from sgid_bench.api import REQUIRED, Augmenter, Backbone, Dataset, Recipe
+from sgid_bench.api import REQUIRED, Augmenter, Backbone, Dataset, Plugin, Recipe
 from sgid_bench.context import PROFILES, Context, default_profile
 from sgid_bench.errors import UserError
 from sgid_bench.plugins import augmenter_class, backbone_class, dataset_class
@@ -66,10 +66,29 @@ class Component:
         return {"name": self.name, "version": self.version, "params": self.params}
 
 
+class SetupOnce:
+    """Calls ``plugin.setup(context)`` once per (plugin, context), however many stages of
+    a run need the plugin: the harness keeps this record, so a plugin carries none of it.
+    A setup that raises is not recorded (the next call tries again)."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[Plugin, Context]] = []
+
+    def __call__(self, plugin: Plugin, context: Context) -> None:
+        if not self.done(plugin, context):
+            plugin.setup(context)
+            self._done.append((plugin, context))
+
+    def done(self, plugin: Plugin, context: Context) -> bool:
+        # Identity, not equality: plugins and contexts compare equal across runs.
+        return any(p is plugin and c is context for p, c in self._done)
+
+
 @dataclass
 class Resolved:
     """A resolved run: plugin instances, recipe, and the config dict that is hashed
-    (everything that determines the result except the seed)."""
+    (everything that determines the result except the seed). ``setup`` sets up this run's
+    plugins, each once."""
 
     spec: RunSpec
     augmenters: list[Augmenter]
@@ -77,6 +96,7 @@ class Resolved:
     dataset: Dataset
     recipe: Recipe
     config: dict[str, Any]
+    setup: SetupOnce = field(default_factory=SetupOnce, repr=False, compare=False)
 
     @property
     def config_hash(self) -> str:
@@ -261,7 +281,17 @@ def resolve(spec: RunSpec, context: Context) -> Resolved:
         "models": models,
     }
     config.update(_batch_setting(aug_classes, context))
+    config.update(_micro_batch_setting(recipe, context))
     return Resolved(spec, augmenters, backbone, dataset, recipe, config)
+
+
+def _micro_batch_setting(recipe: Recipe, context: Context) -> dict[str, Any]:
+    """The micro-batch, when it splits the recipe's batch: BatchNorm statistics (and a
+    features stage's draws) are per forward pass, so gradient accumulation over smaller
+    passes is a different training; a micro-batch that holds the whole batch changes
+    nothing and keeps the hash."""
+    size = context.micro_batch
+    return {"micro_batch": int(size)} if size and size < recipe.batch_size else {}
 
 
 def _batch_setting(aug_classes: list[type[Augmenter]], context: Context) -> dict[str, Any]:

@@ -1,17 +1,24 @@
 """From a dataset plugin to DataLoaders: validation split, expand (generation) stages,
-resizing, uint8 tensors held in memory for small datasets, per-sample transform stages.
+the base augmentation, uint8 tensors held in memory for small datasets, per-sample
+transform stages.
+
+Images go to the backbone's input size the way the paper's recipes do (torchvision's
+reference scripts, transformers' image-classification example): training takes a random
+resized crop of each image *at its own resolution*, evaluation resizes the shorter side
+to the input size and takes the centre crop (no squashing of non-square images). Images
+at CIFAR size (:data:`SMALL_IMAGE_MAX`) train on random 4-pixel-padded crops instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch.utils import data as tud
 
-from sgid_bench.api import Augmenter
+from sgid_bench.api import TransformStage
 from sgid_bench.errors import UserError
 from sgid_bench.rng import derive_seed, fork_seeded, generator
 
@@ -27,6 +34,9 @@ if TYPE_CHECKING:
 SPLIT_SEED = 0
 #: Datasets up to this many bytes as uint8 tensors are decoded once and held in memory.
 IN_MEMORY_BYTES = 2 * 1024**3
+#: Up to this input side training uses CIFAR's random crop with 4-pixel padding; above it,
+#: the random resized crop of ImageNet training.
+SMALL_IMAGE_MAX = 64
 
 Sample = tuple["Image.Image", int]
 
@@ -64,7 +74,7 @@ def stratified_split(samples: Sequence[Sample], fraction: float, seed: int
     return sorted(keep), sorted(held)
 
 
-class Subset(Sequence):  # type: ignore[type-arg]
+class Subset(Sequence[Sample]):
     """A read-only view of some indices of a sample sequence (no copying of images)."""
 
     def __init__(self, samples: Sequence[Sample], indices: list[int]) -> None:
@@ -73,7 +83,13 @@ class Subset(Sequence):  # type: ignore[type-arg]
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+    @overload
+    def __getitem__(self, i: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Sample]: ...
+
+    def __getitem__(self, i: int | slice) -> Sample | list[Sample]:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return self.samples[self.indices[i]]
@@ -82,7 +98,7 @@ class Subset(Sequence):  # type: ignore[type-arg]
 def check_dataset(resolved: Resolved, context: Context) -> list[str]:
     """The dataset's class names, after the checks that need no image: its files exist
     (``setup``) and it has at least two classes. Run before a run is claimed."""
-    resolved.dataset.setup(context)
+    resolved.setup(resolved.dataset, context)
     names = list(resolved.dataset.class_names())
     check_classes(resolved.spec.dataset, names)
     return names
@@ -103,7 +119,7 @@ def check_classes(dataset: str, names: Sequence[str], labels: Sequence[int] | No
 def load_splits(resolved: Resolved, context: Context, store: Store | None) -> Splits:
     """Load train/val/test, carve validation if needed, run the expand stages."""
     dataset = resolved.dataset
-    dataset.setup(context)
+    resolved.setup(dataset, context)
     train = dataset.load("train")
     test = dataset.load("test")
     names = list(train.class_names or dataset.class_names())
@@ -153,68 +169,96 @@ def expand_chain(resolved: Resolved, samples: Sequence[Sample], class_names: lis
 
     current: Sequence[Sample] = samples
     for aug, key in zip(expanders, generation_keys(resolved, context), strict=True):
-        aug.setup(context)
         seed = generation_seed(resolved.config, resolved.spec.seed)
+        # Set up by the cache only if something is generated: cached images load no model.
         current = expand_samples(aug, current, class_names, key=key, seed=seed,
-                                 context=context, store=store)
+                                 context=context, store=store, setup=resolved.setup)
     return list(current)
 
 
-class ImageSet(tud.Dataset):  # type: ignore[type-arg]
-    """A torch-style dataset of (uint8 CHW tensor, label) at a fixed size, with the base
-    training augmentation and the transform stages applied per sample and epoch."""
+class ImageSet(tud.Dataset[tuple[torch.Tensor, int]]):
+    """A torch-style dataset of (uint8 CHW tensor at ``size`` x ``size``, label).
+
+    Evaluation (``train=False``): the shorter side resized to ``size``, then the centre
+    crop (:func:`eval_transform`); deterministic, held in memory when small enough.
+    Training: :func:`base_augmentation` then the transform stages, per sample and epoch,
+    drawn from a generator seeded by (seed, epoch, index). At CIFAR size the images are
+    held at ``size`` like evaluation's and randomly cropped from there; above it each
+    crop is taken from the image at its own resolution, decoded per sample."""
 
     def __init__(self, samples: Sequence[Sample], size: int, train: bool,
-                 transforms: Sequence[Augmenter] = (), seed: int = 0) -> None:
+                 transforms: Sequence[TransformStage] = (), seed: int = 0) -> None:
         self.samples, self.size, self.train = samples, size, train
         self.transforms, self.seed, self.epoch = list(transforms), seed, 0
-        self._cache: Any = None
-        if len(samples) * 3 * size * size <= IN_MEMORY_BYTES:
-            self._cache = torch.stack([self._decode(i) for i in range(len(samples))])
+        self.crops_native = train and size > SMALL_IMAGE_MAX
+        self.images: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+        if not self.crops_native and len(samples) * 3 * size * size <= IN_MEMORY_BYTES:
+            self.images = torch.stack([self._fixed(i) for i in range(len(samples))])
             self.labels = torch.tensor([int(samples[i][1]) for i in range(len(samples))])
 
-    def _decode(self, i: int) -> torch.Tensor:
+    @property
+    def in_memory(self) -> bool:
+        """Whether every image is decoded once and held (no decoding per sample)."""
+        return self.images is not None
+
+    def _native(self, i: int) -> torch.Tensor:
         from torchvision.transforms import v2
 
-        image = self.samples[i][0].convert("RGB")
-        if image.size != (self.size, self.size):
-            image = v2.functional.resize(image, [self.size, self.size])
-        return v2.functional.pil_to_tensor(image)
+        return v2.functional.pil_to_tensor(self.samples[i][0].convert("RGB"))
+
+    def _fixed(self, i: int) -> torch.Tensor:
+        return eval_transform(self.size)(self._native(i))
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = self._cache[i] if self._cache is not None else self._decode(i)
-        label = int(self.labels[i]) if self._cache is not None else int(self.samples[i][1])
+        if self.images is not None and self.labels is not None:
+            image, label = self.images[i], int(self.labels[i])
+        else:
+            image = self._native(i) if self.crops_native else self._fixed(i)
+            label = int(self.samples[i][1])
         if not self.train:
             return image, label
         gen = generator(self.seed, self.epoch, i)
         with fork_seeded(gen):
             image = base_augmentation(self.size)(image)
         for aug in self.transforms:
-            image = aug.transform(image, gen)  # type: ignore[attr-defined]
+            image = aug.transform(image, gen)
         return image, label
 
 
 def base_augmentation(size: int) -> Any:
-    """The paper's standard training augmentation, for every method: random crop with
-    4-pixel padding at CIFAR size, random resized crop otherwise; horizontal flip."""
+    """The paper's standard training augmentation, for every method (uint8 CHW in,
+    ``size`` x ``size`` out): at CIFAR size a random crop with 4-pixel padding of the
+    image at ``size``; otherwise a random resized crop (scale 0.08-1, aspect 3/4-4/3) of
+    the image at its own resolution; then a horizontal flip. Draws from the global RNG."""
     from torchvision.transforms import v2
 
-    crop = v2.RandomCrop(size, padding=4) if size <= 64 else v2.RandomResizedCrop(size)
+    crop = (v2.RandomCrop(size, padding=4) if size <= SMALL_IMAGE_MAX
+            else v2.RandomResizedCrop(size, antialias=True))
     return v2.Compose([crop, v2.RandomHorizontalFlip()])
+
+
+def eval_transform(size: int) -> Any:
+    """Evaluation's resize: the shorter side to ``size`` (aspect ratio kept), then the
+    centre ``size`` x ``size`` crop, as open_clip's preprocessing and transformers'
+    example do; an image already ``size`` x ``size`` is returned as it is."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
 
 
 def loaders(splits: Splits, resolved: Resolved, size: int, seed: int, context: Context
             ) -> tuple[Any, Any, Any]:
     """DataLoaders for train (originals + generated), val and test."""
-    transforms = [a for a in resolved.augmenters if "transform" in a.stages()]
+    transforms = [a for a in resolved.augmenters if isinstance(a, TransformStage)]
     train_set = ImageSet([*splits.train, *splits.generated], size, True, transforms, seed)
     cuda = context.device.startswith("cuda")
-    # Workers only pay off when decoding from disk or feeding a GPU; tiny in-memory sets
+    # Workers only pay off when decoding per sample or feeding a GPU; tiny in-memory sets
     # are faster in-process.
-    workers = min(4, torch.get_num_threads()) if cuda or train_set._cache is None else 0
+    workers = min(4, torch.get_num_threads()) if cuda or not train_set.in_memory else 0
     common: dict[str, Any] = {"num_workers": workers, "pin_memory": cuda}
     batch = resolved.recipe.batch_size
     shuffle = torch.Generator().manual_seed(derive_seed(seed, "shuffle"))

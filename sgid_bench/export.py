@@ -114,10 +114,9 @@ def generated_from_originals(resolved: Resolved, context: Context
     traced: list[tuple[int, Record]] = []
     expanders = [a for a in resolved.augmenters if "expand" in a.stages()]
     for aug, key in zip(expanders, generation_keys(resolved, context), strict=True):
-        aug.setup(context)
         result = generate(aug, current, splits.class_names, key=key,
                           seed=generation_seed(resolved.config, resolved.spec.seed),
-                          context=context)
+                          context=context, setup=resolved.setup)
         stats.generated += result.stats.generated
         stats.reused += result.stats.reused
         stats.corrupted += result.stats.corrupted

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from sgid_bench.context import Context
 from sgid_bench.errors import UserError
-from sgid_bench.models import hf_cached, is_tiny, is_world, missing_model, resolve
+from sgid_bench.models import (
+    base_id,
+    check_folder,
+    hf_cached,
+    is_tiny,
+    is_world,
+    missing_model,
+    resolve,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +52,7 @@ def load_open_clip(model_id: str, context: Context,
         tokenizer = open_clip.get_tokenizer(spec)
     else:
         # A folder holding just the checkpoint file: the architecture comes from the name.
-        name, pretrained_cfg = _known(model_id)
+        name, pretrained_cfg = _known(base_id(model_id))
         # A file path (unlike a tag) carries no preprocessing: take the tag's.
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=str(_weights(folder)), device=device,
@@ -56,13 +64,15 @@ def load_open_clip(model_id: str, context: Context,
     return model.eval(), preprocess, tokenizer
 
 
-def locate(model_id: str, context: Context) -> Path:
+def locate(model_id: str, context: Context, role: str = "CLIP model") -> Path:
     """The local folder holding ``model_id``'s weights (tiny presets are built on first
-    use); raises :class:`UserError` saying how to get a missing model."""
+    use); raises :class:`UserError` saying how to get a missing model, or naming ``role``
+    and the folder when it holds another architecture or an incomplete copy."""
     if is_tiny(model_id) or is_world(model_id):
         return resolve(model_id, context)
+    model_id = base_id(model_id)  # a pinned id (<id>@<digest>) loads the same folder
     _, pretrained_cfg = _known(model_id)
-    return _find(model_id, pretrained_cfg, context)
+    return _find(model_id, pretrained_cfg, context, role)
 
 
 def split_id(model_id: str) -> tuple[str, str]:
@@ -89,7 +99,7 @@ def _known(model_id: str) -> tuple[str, dict[str, Any]]:
     return name, cfg
 
 
-def _find(model_id: str, pretrained_cfg: dict[str, Any], context: Context) -> Path:
+def _find(model_id: str, pretrained_cfg: dict[str, Any], context: Context, role: str) -> Path:
     assert context.models_dir is not None
     repo = pretrained_cfg.get("hf_hub", "").strip("/")
     candidates = [Path(model_id).expanduser(), context.models_dir / model_id]
@@ -98,6 +108,10 @@ def _find(model_id: str, pretrained_cfg: dict[str, Any], context: Context) -> Pa
     for folder in candidates:
         if folder.is_dir() and _weights(folder) is not None:
             return folder
+    # The user's own folder of this id that does not load: say why, not "missing".
+    for folder in candidates[:2]:
+        if folder.is_dir() and any(folder.iterdir()):
+            check_folder(folder, "open_clip", role, repo or model_id, context.models_dir)
     snapshot = hf_cached(repo) if repo else None
     if snapshot is not None and _weights(snapshot) is not None:
         return snapshot

@@ -32,7 +32,7 @@ class Outcome:
 
 
 def uses_tiny_models(models: dict[str, str]) -> bool:
-    return any(model_ids.is_tiny(m) for m in models.values())
+    return any(model_ids.is_tiny(m) or model_ids.is_replica(m) for m in models.values())
 
 
 def uses_world_models(models: dict[str, str]) -> bool:
@@ -56,7 +56,7 @@ def execute(spec: RunSpec, *, store: Store, context: Context, force: bool = Fals
     from sgid_bench.data import check_dataset
 
     check_dataset(resolved, context)
-    resolved.backbone.setup(context)
+    resolved.setup(resolved.backbone, context)
     existing = store.get(chash, spec.seed)
     if existing is not None and existing.status == DONE and not force:
         if output_dir is not None and not result_path(output_dir, existing).exists():
@@ -173,9 +173,10 @@ def train_and_evaluate(resolved: Resolved, context: Context, store: Store | None
     _phase(progress, "data")
     splits = load_splits(resolved, context, store)
     backbone = resolved.backbone
-    backbone.setup(context)
-    for aug in resolved.augmenters:
-        aug.setup(context)
+    # Each plugin once per run: those set up before (the dataset, the backbone, an
+    # augmenter that generated) are not set up again.
+    for plugin in (backbone, *resolved.augmenters):
+        resolved.setup(plugin, context)
     size = backbone.input_size(context)
     train, val, test = loaders(splits, resolved, size, seed, context)
     num_classes = len(splits.class_names)

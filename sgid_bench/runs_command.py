@@ -34,21 +34,21 @@ def runs() -> None:
 @click.option("--method", "-m", multiple=True, help="Only these methods (repeatable).")
 @click.option("--backbone", "-b", multiple=True, help="Only these backbones (repeatable).")
 @click.option("--dataset", "-d", multiple=True, help="Only these datasets (repeatable).")
-@click.option("--profile", default=None, help="Only this profile.")
+@click.option("--profile", multiple=True, help="Only this profile (repeatable).")
 @click.option("--status", type=click.Choice(["done", "failed", "running"]), default=None,
               help="Only runs with this status [default: all].")
 @click.option("--config", "config_prefix", default=None, metavar="HASH",
               help="Only runs whose config hash starts with HASH.")
 @db_option
 def list_runs(method: tuple[str, ...], backbone: tuple[str, ...], dataset: tuple[str, ...],
-              profile: str | None, status: str | None, config_prefix: str | None,
+              profile: tuple[str, ...], status: str | None, config_prefix: str | None,
               db: str | None) -> None:
     """Stored runs: status, the error of failed ones, config hash, wall time."""
     from rich.console import Console
 
     rows = _read(db, lambda store: store.runs(
         status, method=list(method) or None, backbone=list(backbone) or None,
-        dataset=list(dataset) or None, profile=profile))
+        dataset=list(dataset) or None, profile=list(profile) or None))
     if config_prefix:
         rows = [r for r in rows if r.config_hash.startswith(config_prefix.lstrip("#"))]
     if not rows:

@@ -563,8 +563,10 @@ class Store:
         return len(self.reap())
 
     def _stale(self, row: Run, scope: str | None, cutoff: datetime) -> str | None:
-        same_scope = row.host == socket.gethostname() and row.pid_scope == scope
-        if same_scope and row.pid is not None and not process_alive(row.pid):
+        space, _, started = (row.pid_scope or "").partition("#")
+        same_scope = (row.host == socket.gethostname() and scope is not None
+                      and space == scope.partition("#")[0])
+        if same_scope and row.pid is not None and not process_alive(row.pid, started or None):
             return f"interrupted: process {row.pid} on {row.host} ended before finishing"
         beat = _aware(row.heartbeat_at or row.started_at)
         if beat < cutoff:
@@ -784,19 +786,34 @@ def _aware(dt: datetime) -> datetime:
 
 
 def pid_scope() -> str | None:
-    """This process's PID space: kernel boot id and PID namespace (None off Linux). Two
-    containers with one hostname have different namespaces; two hosts, different boots."""
+    """This process's PID space and start: ``<boot id>/<PID namespace>#<start time>``
+    (None off Linux). Two containers with one hostname have different namespaces; two
+    hosts, different boots; a PID reused by a later process, a different start time."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}#{process_start_time('self')}"
     except OSError:
         return None
 
 
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host may still finish its run."""
+def process_start_time(pid: int | str) -> str:
+    """Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the command name, which is in parentheses and may hold spaces.
+    return stat.rpartition(")")[2].split()[19]
+
+
+def process_alive(pid: int, started: str | None = None) -> bool:
+    """Whether process ``pid`` of this host may still finish its run; with ``started``
+    (its recorded start time), a process that now holds a reused PID is not it."""
     if pid == os.getpid():
         return True
+    if started is not None:
+        try:
+            if process_start_time(pid) != started:
+                return False
+        except (OSError, IndexError):
+            pass  # no /proc entry: decided by kill(0) below
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

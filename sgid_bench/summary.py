@@ -1,11 +1,12 @@
 """The small table a multi-seed ``sgid-bench run`` ends with: per (method, backbone,
 dataset) the mean ± std top-1 over the seeds just run, the dataset's chance level, and the
-gain over the plain backbone (``none``) of the same config when the store has it, with a
-paired t-test over the seeds both share."""
+gain over the plain backbone (``none``) of the same config when the store has it, with the
+leaderboard's test (:func:`sgid_bench.leaderboard.stats.compare`): a paired t-test when
+both have the same seeds, Welch's t-test over every seed of both when they pair only in
+part (no seed is dropped); else a hint naming the ``none`` run to make."""
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,11 +19,14 @@ BASELINE_KEYS = ("harness", "backbone", "dataset", "profile", "recipe", "val_fra
 
 @dataclass
 class Gain:
-    """Method minus ``none`` over the seeds both have."""
+    """Mean of the method minus mean of ``none``, and the test of the difference."""
 
     mean: float
-    seeds: list[int]
-    p: float | None  # paired t-test; None with fewer than 2 shared seeds
+    seeds: list[int]  # the seeds both have
+    p: float | None  # None when no test could be made (``reason`` says why)
+    test: str = ""  # "paired t" or "Welch t"
+    n: int = 0  # results the test used
+    reason: str = ""
 
 
 @dataclass
@@ -86,27 +90,25 @@ def _compare(line: Line, config: dict[str, Any], store: Any) -> None:
                           profile=config.get("profile")):
         if run.top1 is not None and baseline_signature(run.config) == wanted:
             baseline.setdefault(run.config_hash, {})[run.seed] = float(run.top1)
-    best = max(baseline.values(), key=lambda seeds: len(seeds.keys() & line.top1.keys()),
-               default={})
-    shared = sorted(best.keys() & line.top1.keys())
-    if not shared:
+    best = max(baseline.values(), key=lambda seeds: (len(seeds.keys() & line.top1.keys()),
+                                                      len(seeds)), default={})
+    if not best:
         seeds = " ".join(f"--seed {s}" for s in sorted(line.top1))
         line.hint = (f"{line.method} / {line.backbone} / {line.dataset}: no `none` run of the "
-                     f"same config and seeds to compare with; run sgid-bench run --method "
-                     f"none --backbone {line.backbone} --dataset {line.dataset} {seeds} "
+                     f"same config to compare with; run sgid-bench run --method none "
+                     f"--backbone {line.backbone} --dataset {line.dataset} {seeds} "
                      f"(with the same train.* --param)")
         return
-    diffs = [line.top1[s] - best[s] for s in shared]
-    line.gain = Gain(statistics.fmean(diffs), shared, _paired_p(line, best, shared))
+    from sgid_bench.leaderboard.stats import compare
 
-
-def _paired_p(line: Line, baseline: dict[int, float], shared: list[int]) -> float | None:
-    from scipy.stats import ttest_rel
-
-    if len(shared) < 2:
-        return None
-    p = float(ttest_rel([line.top1[s] for s in shared], [baseline[s] for s in shared]).pvalue)
-    return None if math.isnan(p) else p  # identical differences: no test to report
+    result = compare(line.top1, best)
+    line.gain = Gain(result.diff, sorted(best.keys() & line.top1.keys()), result.p,
+                     result.test or "", result.n, result.reason or "")
+    missing = " ".join(f"--seed {s}" for s in sorted(line.top1.keys() - best.keys()))
+    if result.reason and missing:
+        line.hint = (f"{line.method} / {line.backbone} / {line.dataset}: {result.reason} "
+                     f"to test the gain; sgid-bench run --method none --backbone "
+                     f"{line.backbone} --dataset {line.dataset} {missing} pairs every seed")
 
 
 def render(lines: Sequence[Line]) -> Any:
@@ -114,13 +116,14 @@ def render(lines: Sequence[Line]) -> Any:
     from rich.table import Table
 
     table = Table("method", "backbone", "dataset", "n", "top-1 %", "chance %", "vs none",
-                  "p (paired t)", title="summary of the seeds just run")
+                  "p", title="summary of the seeds just run")
     for line in lines:
         std = f" ± {line.std:.2f}" if line.std is not None else ""
         gain = p = "-"
         if line.gain is not None:
-            gain = f"{line.gain.mean:+.2f} (n={len(line.gain.seeds)})"
-            p = f"{line.gain.p:.3g}" if line.gain.p is not None else "n < 2"
+            gain = f"{line.gain.mean:+.2f} (n={line.gain.n})"
+            p = (f"{line.gain.p:.3g} ({line.gain.test})" if line.gain.p is not None
+                 else line.gain.reason or "no test")
         elif line.method == "none":
             gain = "baseline"
         chance = f"{line.chance:.2f}" if line.chance is not None else "?"

@@ -27,15 +27,22 @@ EXECUTORS = ("local", "ray")
 @click.option("--resume", is_flag=True,
               help="Also retry runs that failed or were interrupted (crash, Ctrl-C) before.")
 @click.option("--dry-run", is_flag=True, help="Print the plan with its counts; run nothing.")
+@click.option("--estimate", is_flag=True,
+              help="With --dry-run: also the estimated wall time of the work to do, split "
+              "into generation and training per dataset (calibrated on this machine for a "
+              "few seconds).")
 @click.option("--force", is_flag=True, help="Run finished runs again too.")
 @db_option
 @context_options
 def sweep(file: str, executor: str, address: str | None, num_cpus: int, resume: bool,
-          dry_run: bool, force: bool, db: str | None, **ctx: Any) -> None:
+          dry_run: bool, estimate: bool, force: bool, db: str | None, **ctx: Any) -> None:
     """Run the grid of FILE (a sweep .toml, or a shipped sweep: paper, quick).
 
     Finished runs are skipped (the store knows them); a failed run is recorded with its
     error and the sweep goes on; generation is shared by every run that needs it."""
+    if estimate and not dry_run:
+        raise click.ClickException("--estimate goes with --dry-run (it plans, runs nothing)")
+    ctx["estimate"] = estimate
     try:
         _sweep(file, executor, address, num_cpus, resume, dry_run, force, db, ctx)
     except UserError as exc:
@@ -49,11 +56,15 @@ def _sweep(file: str, executor: str, address: str | None, num_cpus: int, resume:
     if address and executor != "ray":
         raise UserError("--address needs --executor ray")
     spec = load_sweep(find_sweep_file(file))
+    estimate = ctx.pop("estimate", False)
+    wants_device = ctx.get("device")
     context = _context(spec, executor, ctx, dry_run)
     store = _open_store(db, dry_run)
     try:
-        _plan_and_run(spec, store, context, executor, address, num_cpus, resume, dry_run,
-                      force, file)
+        plan = _plan_and_run(spec, store, context, executor, address, num_cpus, resume,
+                             dry_run, force, file)
+        if estimate and plan is not None:
+            print_estimate(plan, context, wants_device)
     finally:
         from sgid_bench.executors import close_stores
 
@@ -79,7 +90,7 @@ def _open_store(db: str | None, dry_run: bool) -> Any:
 
 
 def _plan_and_run(spec: Any, store: Any, context: Any, executor: str, address: str | None,
-                  num_cpus: int, resume: bool, dry_run: bool, force: bool, file: str) -> None:
+                  num_cpus: int, resume: bool, dry_run: bool, force: bool, file: str) -> Any:
     from sgid_bench.sweep import make_plan
 
     if not dry_run:
@@ -89,7 +100,7 @@ def _plan_and_run(spec: Any, store: Any, context: Any, executor: str, address: s
     console.print(plan_table(plan))
     click.echo(plan_summary(plan))
     if dry_run or not plan.todo:
-        return
+        return plan
     if plan.sweep.profile == "tiny":
         click.echo("Note: the tiny profile trains and generates with tiny, randomly "
                    "initialised models: the results exercise the pipeline only.", err=True)
@@ -101,6 +112,22 @@ def _plan_and_run(spec: Any, store: Any, context: Any, executor: str, address: s
     if report.failures:
         raise UserError(f"{len(report.failures)} run(s) failed (errors above and in the store); "
                         f"fix the cause and retry them with: {resume_command(file)}")
+    return plan
+
+
+def print_estimate(plan: Any, context: Any, wants_device: str | None) -> None:
+    """Calibrate on this machine's device (CUDA when there is one, unless --device says
+    otherwise) and print the plan's estimated wall time."""
+    import torch
+
+    from sgid_bench.estimate import calibrate, estimate, render, summary
+
+    device = wants_device if wants_device not in (None, "auto") else (
+        "cuda" if torch.cuda.is_available() else "cpu")
+    click.echo(f"calibrating on {device} for a few seconds...", err=True)
+    est = estimate(plan, context, calibrate(str(device)))
+    _console(stderr=False).print(render(est, str(device)))
+    click.echo(summary(est))
 
 
 def _context(spec: Any, executor: str, ctx: dict[str, Any], dry_run: bool) -> Any:

@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sgid_bench.api import Augmenter, Backbone, Recipe
+from sgid_bench.api import Augmenter, Backbone, FeatureLayer, FeatureStage, MixStage, Recipe
 from sgid_bench.errors import UserError
 from sgid_bench.rng import generator
 
@@ -43,34 +43,55 @@ class FitResult:
 
 
 class FeatureHook:
-    """Runs the ``features`` stages on a backbone layer's output during training.
+    """Runs the ``features`` stages on backbone layers' outputs during training, each on
+    the layer its ``layer`` names (MoEx: the stem by default), in the stages' order within
+    a layer.
 
     Targets travel through the hook because a features stage (MoEx) mixes labels."""
 
-    def __init__(self, backbone: Backbone, model: Any, stages: Sequence[Augmenter]) -> None:
+    def __init__(self, backbone: Backbone, model: Any, stages: Sequence[FeatureStage]) -> None:
         self.stages = list(stages)
         self.targets: Any = None
         self.gen: Any = None
-        self.layer = backbone.feature_layer(model) if stages else None
-        if stages and self.layer is None:
-            raise ValueError(f"backbone {backbone.name!r} exposes no feature layer for "
-                             f"{', '.join(s.name for s in stages)}")
-        self.handle = self.layer.module.register_forward_hook(self) if self.layer else None
+        self.layers: dict[str, FeatureLayer] = {}
+        self.handles: list[Any] = []
+        for name in dict.fromkeys(stage.layer for stage in self.stages):
+            layer = backbone.feature_layer(model, name)
+            if layer is None:
+                raise UserError(f"backbone {backbone.name!r} exposes no feature layer for "
+                                f"{', '.join(_name(s) for s in self.stages)}: use another "
+                                "backbone or method")
+            self.layers[name] = layer
+            at = [s for s in self.stages if s.layer == name]
+            self.handles.append(layer.module.register_forward_hook(
+                lambda module, args, output, at=at, layer=layer:
+                self._rewrite(module, output, at, layer)))
 
-    def __call__(self, module: Any, args: Any, output: Any) -> Any:
+    @property
+    def layer(self) -> FeatureLayer | None:
+        """The first stage's layer (None without stages)."""
+        return next(iter(self.layers.values()), None)
+
+    def _rewrite(self, module: Any, output: Any, stages: list[FeatureStage],
+                 layer: FeatureLayer) -> Any:
         if not module.training or self.targets is None:
             return None
         first = output[0] if isinstance(output, tuple) else output
-        tokens = self.layer is not None and self.layer.channel_dim in (-1, first.dim() - 1)
+        tokens = layer.channel_dim in (-1, first.dim() - 1)
         feats = first.transpose(1, -1) if tokens else first
-        for stage in self.stages:
-            feats, self.targets = stage.features(feats, self.targets, self.gen)  # type: ignore[attr-defined]
+        for stage in stages:
+            feats, self.targets = stage.features(feats, self.targets, self.gen)
         feats = feats.transpose(1, -1) if tokens else feats
         return (feats, *output[1:]) if isinstance(output, tuple) else feats
 
     def remove(self) -> None:
-        if self.handle is not None:
-            self.handle.remove()
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def _name(stage: object) -> str:
+    return str(getattr(stage, "name", type(stage).__name__))
 
 
 class DivergedError(UserError):
@@ -108,6 +129,46 @@ def make_optimizer(recipe: Recipe, params: Sequence[Any]) -> Any:
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; use sgd or adamw")
 
 
+@dataclass
+class Schedule:
+    """The recipe's lr schedule: ``step()`` after every optimizer step, ``epoch()`` after
+    every epoch; each schedule advances on its own clock."""
+
+    scheduler: Any  # torch.optim.lr_scheduler.LRScheduler
+    per_step: bool
+
+    def step(self) -> None:
+        if self.per_step:
+            self.scheduler.step()
+
+    def epoch(self) -> None:
+        if not self.per_step:
+            self.scheduler.step()
+
+
+def make_schedule(recipe: Recipe, optimizer: Any, steps_per_epoch: int) -> Schedule:
+    """``multistep``: torch's MultiStepLR over epochs. ``linear``: transformers'
+    ``get_scheduler("linear")`` without warmup (the image-classification example's
+    default), from ``recipe.lr`` down to 0 after the last of ``epochs x steps_per_epoch``
+    optimizer steps."""
+    import torch
+
+    if recipe.schedule == "linear":
+        from transformers import get_scheduler
+
+        total = recipe.epochs * max(steps_per_epoch, 1)
+        return Schedule(get_scheduler("linear", optimizer, num_warmup_steps=0,
+                                      num_training_steps=total), per_step=True)
+    if recipe.schedule == "multistep":
+        return Schedule(torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, list(recipe.milestones), recipe.gamma), per_step=False)
+    raise ValueError(f"unknown schedule {recipe.schedule!r}; use multistep or linear")
+
+
+def current_lr(optimizer: Any) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
 class Trainer:
     """Trains one model on prepared loaders."""
 
@@ -116,8 +177,8 @@ class Trainer:
                  normalize: Any, num_classes: int, progress: Progress | None = None,
                  micro_batch: int | None = None) -> None:
         self.backbone, self.build, self.recipe = backbone, build, recipe
-        self.mixers = [a for a in augmenters if "mix" in a.stages()]
-        self.featurers = [a for a in augmenters if "features" in a.stages()]
+        self.mixers = [a for a in augmenters if isinstance(a, MixStage)]
+        self.featurers = [a for a in augmenters if isinstance(a, FeatureStage)]
         self.device, self.seed, self.normalize = device, seed, normalize
         self.num_classes, self.progress = num_classes, progress
         self.micro_batch = micro_batch
@@ -156,7 +217,7 @@ class Trainer:
         if cuda:
             model = model.to(memory_format=torch.channels_last)
         opt = make_optimizer(recipe, self.backbone.trainable_parameters(model))
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(recipe.milestones), recipe.gamma)
+        sched = make_schedule(recipe, opt, len(train))
         hook = FeatureHook(self.backbone, model, self.featurers)
         best_state, best_eval, best_epoch, history = None, None, -1, []
         seen, seconds = 0, 0.0
@@ -164,12 +225,13 @@ class Trainer:
             for epoch in range(recipe.epochs):
                 train.dataset.epoch = epoch
                 start = time.perf_counter()
-                loss, n = self._epoch(model, train, opt, hook, epoch)
+                loss, n = self._epoch(model, train, opt, hook, epoch, sched)
                 seconds += time.perf_counter() - start
                 seen += n
-                sched.step()
+                sched.epoch()
                 ev = evaluate(model, val, self.normalize, self.device, self.num_classes)
-                history.append({"epoch": epoch, "train_loss": loss, "val_top1": ev.top1})
+                history.append({"epoch": epoch, "train_loss": loss, "val_top1": ev.top1,
+                                "lr": current_lr(opt)})
                 if best_eval is None or ev.top1 > best_eval.top1:
                     best_eval, best_epoch = ev, epoch
                     best_state = copy.deepcopy(model.state_dict())
@@ -186,8 +248,8 @@ class Trainer:
         return FitResult(model, recipe.lr, best_epoch, best_eval,
                          seen / seconds if seconds else 0.0, history)
 
-    def _epoch(self, model: Any, loader: Any, opt: Any, hook: FeatureHook, epoch: int
-               ) -> tuple[float, int]:
+    def _epoch(self, model: Any, loader: Any, opt: Any, hook: FeatureHook, epoch: int,
+               schedule: Schedule | None = None) -> tuple[float, int]:
         import torch
 
         model.train()
@@ -200,7 +262,7 @@ class Trainer:
             x = self.normalize(images.to(self.device, non_blocking=True))
             t = torch.nn.functional.one_hot(labels, self.num_classes).float().to(self.device)
             for mixer in self.mixers:
-                x, t = mixer.mix(x, t, gen)  # type: ignore[attr-defined]
+                x, t = mixer.mix(x, t, gen)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
@@ -217,6 +279,8 @@ class Trainer:
                 total += value * len(x)
             hook.targets = None
             opt.step()
+            if schedule is not None:
+                schedule.step()
             count += len(x)
             if self.progress:
                 elapsed = time.perf_counter() - start

@@ -181,3 +181,20 @@ def make_stanford_cars(root: Path, names: Sequence[str], per_split: int = 2) -> 
             write_image(base / folder / f"{k + 1:05d}.jpg", seed=1000 * offset + k)
     n = len(labels)
     return {"train": n, "test": n}
+
+
+#: The small replicas of every paper model, written once per test session (see
+#: :func:`small_replicas`).
+_REPLICAS: list[Path] = []
+
+
+def small_replicas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir holding ``--size small`` replicas of every paper model (written once
+    per session, ~20 s; tests that change a model copy it first)."""
+    if not _REPLICAS:
+        from sgid_bench.replicate import replicate
+
+        root = tmp_path_factory.mktemp("replicas")
+        replicate(root, "small")
+        _REPLICAS.append(root)
+    return _REPLICAS[0]

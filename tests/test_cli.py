@@ -39,7 +39,10 @@ def test_run_stores_a_done_row_and_skips_it_next_time(runner: CliRunner) -> None
     assert row.tiny_models
     assert row.versions["torch"]
     assert row.config["recipe"]["epochs"] == 1
-    assert 0 <= row.top1 <= 100
+    # Top-1 over a balanced test set: a whole number of images, the mean of per-class.
+    n_test = row.extra["test_images"]
+    assert row.top1 * n_test / 100 == pytest.approx(round(row.top1 * n_test / 100))
+    assert row.top1 == pytest.approx(sum(row.per_class.values()) / len(row.per_class), abs=1e-3)
     assert sum(1 for _ in row.per_class) == len(row.per_class) > 0
     again = invoke(runner, "run", "--method", "randaugment", *FAST)
     assert "already done" in again.stdout

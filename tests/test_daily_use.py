@@ -218,3 +218,51 @@ def test_list_params_shows_defaults_and_the_papers_values(runner: CliRunner) -> 
     line = next(x for x in result.stdout.splitlines() if "│ strength" in x and "sgid " in x)
     assert "0.5" in line
     assert "stanford_cars" in result.stdout  # a per-dataset paper value (Table 8)
+
+
+def test_the_summary_uses_every_seed_when_the_baseline_pairs_only_in_part() -> None:
+    from rich.console import Console
+    from scipy.stats import ttest_ind
+    from test_leaderboard import add_run
+
+    from sgid_bench.summary import render, summarize
+
+    store = Store(os.environ["SGID_BENCH_DB"])
+    none = {0: 60.0, 1: 62.5, 2: 61.0}
+    method = {0: 66.0, 1: 67.5, 3: 65.0, 4: 68.5}  # shares seeds 0 and 1 only
+    for seed, value in none.items():
+        add_run(store, "none", "shapes", seed, value)
+    for seed, value in method.items():
+        add_run(store, "randaugment", "shapes", seed, value)
+    (line,) = summarize(list(store.runs(DONE, method="randaugment")), store)
+    ref = ttest_ind(list(method.values()), list(none.values()), equal_var=False)
+    assert line.gain is not None
+    assert line.gain.test == "Welch t"
+    assert line.gain.n == 7  # every result of both sides, none dropped
+    assert line.gain.p == pytest.approx(ref.pvalue)
+    assert line.gain.mean == pytest.approx(66.75 - 61.1666666)
+    console = Console(file=io.StringIO(), width=200, record=True)
+    console.print(render([line]))
+    text = console.export_text()
+    assert f"{ref.pvalue:.3g} (Welch t)" in text
+    assert "+5.58 (n=7)" in text
+    assert line.hint is None
+
+
+def test_the_summary_says_why_a_gain_is_untested_and_what_to_run() -> None:
+    from test_leaderboard import add_run
+
+    from sgid_bench.summary import summarize
+
+    store = Store(os.environ["SGID_BENCH_DB"])
+    add_run(store, "none", "shapes", 0, 60.0)
+    for seed in (0, 1):
+        add_run(store, "randaugment", "shapes", seed, 65.0 + seed)
+    (line,) = summarize(list(store.runs(DONE, method="randaugment")), store)
+    assert line.gain is not None
+    assert line.gain.p is None
+    assert line.gain.reason == "too few seeds"
+    assert line.hint is not None
+    assert "--method none" in line.hint
+    assert "--seed 1" in line.hint
+    assert "--seed 0" not in line.hint

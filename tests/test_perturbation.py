@@ -22,7 +22,7 @@ PAPER_DEFAULTS = {
                     "value": ERASE_MEAN_PIXEL},
     RandAugment: {"num_ops": 2, "magnitude": 9},
     CutMix: {"alpha": 1.0, "p": 0.5},
-    MoEx: {"p": 0.25, "lam": 0.5, "eps": 1e-5},
+    MoEx: {"p": 0.25, "lam": 0.5, "eps": 1e-5, "layer": "stem"},  # official default layer
 }
 
 
@@ -91,8 +91,11 @@ def test_random_erasing_fills_one_rectangle_and_leaves_the_rest() -> None:
         assert int(changed.sum()) == box.numel(), "pixels outside the rectangle changed"
         fill = torch.tensor(ERASE_MEAN_PIXEL, dtype=torch.uint8)[:, None]
         assert torch.equal(out[:, changed], fill.expand(-1, box.numel()))
-        # Area within the configured scale (up to rounding of the sides).
-        assert 0.01 <= box.numel() / changed.numel() <= 0.45
+        # Area within the configured scale up to the rounding of each side (h, w =
+        # round(sqrt(area * r)), round(sqrt(area / r))), no other tolerance.
+        h, w = box.shape
+        assert (h - 0.5) * (w - 0.5) <= 0.4 * changed.numel()
+        assert (h + 0.5) * (w + 0.5) >= 0.02 * changed.numel()
 
 
 def test_random_erasing_with_p0_is_identity() -> None:

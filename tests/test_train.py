@@ -18,7 +18,7 @@ class Linear(Backbone):
     def build(self, num_classes, context):  # type: ignore[no-untyped-def]
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, num_classes))
 
-    def feature_layer(self, model):  # type: ignore[no-untyped-def]
+    def feature_layer(self, model, layer="stem"):  # type: ignore[no-untyped-def]
         return FeatureLayer(model[0], channel_dim=1)
 
 
@@ -64,6 +64,7 @@ def test_soft_cross_entropy_equals_hard_cross_entropy_on_one_hot() -> None:
 
 class Doubler:
     name = "doubler"
+    layer = "stem"
 
     def features(self, features, targets, generator):  # type: ignore[no-untyped-def]
         return features * 2, targets.flip(0)
