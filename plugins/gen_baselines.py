@@ -102,7 +102,7 @@ class Text2Img(_Generative):
             return {}
         if profile == "quick":
             # Measured on the world's Stable Diffusion: Euler ancestral, 20 steps, g 7.5
-            # draws the requested class in 82.3 % of images (DPM-Solver++ 10 steps: 69.8 %).
+            # draws the requested class in 94.2 % of images (benchmarks/world/RESULTS.md).
             return {"resolution": 32, "steps": 20, "scheduler": "euler_a"}
         return {k: v for k, v in small_settings(profile).items() if k in ("resolution", "steps")}
 

@@ -33,9 +33,10 @@ budget; 16x16x4 latents (3x compression) keep the small shapes' outlines. The pi
 ~8.5 MB (UNet 6.8, text encoder 0.8, VAE 0.7).
 
 Timing (one thread; two threads on a busy machine were 5x slower from OpenMP waits).
-Measured at scale=1.0 on this machine (2 cores shared with 2-4 other trainings): VAE 600
-steps 4.5 min; UNet 3600 steps (batch 48) 0.47 CPU-s per step, i.e. ~28 CPU-min (~37 min
-wall here); evaluation ~4 min. On a free core the whole build is ~35 min. ``scale``
+Measured at scale=1.0 on this machine (2 cores shared with other jobs): VAE 1500 steps
+and UNet 5400 steps (batch 48, ~0.46 CPU-s per step) in 2934 s, evaluation ~1 min; the
+whole build 50 min wall (VAE 600 / UNet 3600 steps gave img2img class kept 86.5 %, now
+92.7 %). ``scale``
 multiplies every step count and corpus size.
 """
 
@@ -51,8 +52,8 @@ from typing import Any
 import numpy as np
 
 #: Steps at scale=1.0.
-VAE_STEPS = 600
-UNET_STEPS = 3600
+VAE_STEPS = 1500
+UNET_STEPS = 5400
 #: Corpus size at scale=1.0 (distinct scenes the VAE latents are cached for).
 CORPUS = 24000
 VAE_BATCH = 32

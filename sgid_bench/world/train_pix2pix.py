@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 #: Steps and distinct edit pairs at scale=1.0.
-STEPS = 800
+STEPS = 1200
 PAIRS = 8000
 BATCH = 48
-LR = 5e-4
+LR = 1e-3
 #: Probability of dropping each conditioning (and both) during training.
 DROPOUT = 0.05
 _SEED = 4321

@@ -12,11 +12,10 @@ not trained and the harness drops it) plus a ``ViTImageProcessor`` (32 x 32, mea
 Sizes: 32 px, patch 4 (64 tokens), hidden 96, 4 layers, 3 heads, MLP 384 (~0.46 M
 parameters): big enough to learn every attribute of the corpus, small enough that the
 benchmark fine-tunes it in seconds.
-Measured at ``scale=1.0`` on this machine: ~7 min of CPU time on one thread (rendering
-included; wall 21 min on the shared, overloaded CPU). Metrics of that build: held-out
-corpus accuracy shape 79.0 %, colour 100 %, size 97.3 %, background 100 %; linear probe on
-the target dataset 59.7 % (peak lr 1e-3 gave 73.4 % / 55.0 %: shape is still improving at
-the end, more steps would help).
+Measured at ``scale=1.0`` (2000 steps) on this machine: 33 min wall on one thread of the
+shared, loaded CPU (~18 min of CPU time). Metrics of that build: held-out corpus accuracy
+shape 96.3 %, colour 100 %, size 99.9 %, background 100 %; linear probe on the target
+dataset 91.4 % (800 steps gave shape 79.0 %, probe 59.7 %).
 
 Loads through :func:`sgid_bench.backbone_modules.load_vit_classifier`.
 """
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Training steps and batch size at ``scale=1.0``.
-DEFAULT_STEPS = 800
+DEFAULT_STEPS = 2000
 BATCH = 128
 #: Distinct rendered training scenes at ``scale=1.0`` (~2.6 passes over them).
 CORPUS_SIZE = 40_000
