@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from matplotlib.colors import to_rgba
 from matplotlib.container import ErrorbarContainer
 from PIL import Image
-from test_leaderboard import DATA, add_run
+from test_leaderboard import add_data, add_run
 
 from sgid_bench.leaderboard.figures import (
     accuracy_figure,
@@ -63,12 +63,7 @@ def test_whiskers_stay_within_0_and_100_and_a_single_seed_has_none(db_url: str) 
 
 @pytest.fixture
 def store(db_url: str) -> Store:
-    s = Store(db_url)
-    for method, per_dataset in DATA.items():
-        for dataset, values in per_dataset.items():
-            for seed, value in enumerate(values):
-                add_run(s, method, dataset, seed, value)
-    return s
+    return add_data(Store(db_url))
 
 
 def luminance(colour: object) -> float:
@@ -96,10 +91,8 @@ def test_heat_map_text_contrasts_with_its_cell(store: Store) -> None:
 def test_no_cd_diagram_from_one_dataset_but_a_note_saying_why(store: Store) -> None:
     lb = build(store, datasets=["shapes"])
     assert cd_figure(lb.tables[0]) is not None  # ranks still cover both datasets
-    s = Store(f"sqlite:///{Path(store.url.removeprefix('sqlite:///')).with_name('one.db')}")
-    for method, per_dataset in DATA.items():
-        for seed, value in enumerate(per_dataset["shapes"]):
-            add_run(s, method, "shapes", seed, value)
+    s = add_data(Store(f"sqlite:///{Path(store.url.removeprefix('sqlite:///')).with_name('one.db')}"),
+                 ("shapes",))
     one = build(s)
     assert one.tables[0].ranking is not None
     assert one.tables[0].ranking.n_blocks == 1

@@ -50,14 +50,19 @@ def add_run(store: Store, method: str, dataset: str, seed: int, top1: float,
     return resolved.config_hash
 
 
-@pytest.fixture
-def store(db_url: str) -> Store:
-    s = Store(db_url)
+def add_data(store: Store, datasets: tuple[str, ...] | None = None) -> Store:
+    """Store every run of :data:`DATA` (only ``datasets``' when given); returns ``store``."""
     for method, per_dataset in DATA.items():
         for dataset, values in per_dataset.items():
-            for seed, value in enumerate(values):
-                add_run(s, method, dataset, seed, value)
-    return s
+            if datasets is None or dataset in datasets:
+                for seed, value in enumerate(values):
+                    add_run(store, method, dataset, seed, value)
+    return store
+
+
+@pytest.fixture
+def store(db_url: str) -> Store:
+    return add_data(Store(db_url))
 
 
 def only_table(lb: Leaderboard) -> Table:

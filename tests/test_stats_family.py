@@ -8,7 +8,7 @@ import io
 import pytest
 from click.testing import CliRunner
 from scipy import stats as sps
-from test_leaderboard import DATA, add_run, invoke
+from test_leaderboard import DATA, add_data, add_run, invoke
 
 from sgid_bench.leaderboard.figures import gain_figure
 from sgid_bench.leaderboard.grid import cell_text, grid, posthoc_grid
@@ -18,12 +18,7 @@ from sgid_bench.store import Store
 
 @pytest.fixture
 def store(db_url: str) -> Store:
-    s = Store(db_url)
-    for method, per_dataset in DATA.items():
-        for dataset, values in per_dataset.items():
-            for seed, value in enumerate(values):
-                add_run(s, method, dataset, seed, value)
-    return s
+    return add_data(Store(db_url))
 
 
 def only_table(store: Store, **filters: object) -> Table:

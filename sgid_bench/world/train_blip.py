@@ -45,7 +45,6 @@ thread): see :data:`MEASURED`.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +53,7 @@ from typing import Any
 
 from sgid_bench.models import transformers_progress_off
 from sgid_bench.world import scene
-from sgid_bench.world.train_judge import batch_indices
+from sgid_bench.world.train_judge import batch_indices, warmup_cosine
 
 #: Training steps and corpus images at ``scale=1.0``.
 DEFAULT_STEPS = 1600
@@ -398,13 +397,8 @@ def build(out: Path, *, world: Path, scale: float = 1.0,
                                "lr": vision_lr if vision else LR})
         opt = torch.optim.AdamW(groups, lr=LR)
         warm = max(1, round(WARMUP * steps))
-
-        def lr_at(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, warm, steps))
         model.train()
         every = max(1, steps // 20)
         probe = scene.corpus_scenes(100, seed=EVAL_SEED + 1)

@@ -102,6 +102,14 @@ def lr_at(step: int, total: int, peak: float, warmup_frac: float = 0.05) -> floa
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_cosine(step: int, warm: int, total: int) -> float:
+    """The lr factor of ``step``: linear warm-up over ``warm`` steps, then cosine decay to
+    zero at ``total`` (a ``LambdaLR`` factor; the BLIP and T5 trainers)."""
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
 def batch_indices(n: int, batch: int, steps: int, gen: Any) -> Iterator[Any]:
     """``steps`` batches of indices into ``n`` items: a fresh seeded permutation whenever
     the current one has fewer than ``batch`` left (the tail is skipped)."""

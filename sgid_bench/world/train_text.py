@@ -39,7 +39,6 @@ CPU time on one torch thread; see :data:`MEASURED` for the held-out metrics.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections import Counter
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from sgid_bench.world import scene
+from sgid_bench.world.train_judge import warmup_cosine
 
 #: Prompt formats (``captions``: the captions joined with ``"; "``).
 DESCRIBE = "describe: {label}"
@@ -284,13 +284,8 @@ def build(out: Path, *, world: Path, scale: float = 1.0,
         model = make_model()
         opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01)
         warm = max(1, round(WARMUP * steps))
-
-        def lr_at(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, warm, steps))
         model.train()
         every, running = max(1, steps // 20), None
         for step in range(steps):
