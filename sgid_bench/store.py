@@ -796,11 +796,21 @@ def pid_scope() -> str | None:
         return None
 
 
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (which is in parentheses and
+    may itself hold spaces): [0] the state, [19] the start time; None without /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
 def process_start_time(pid: int | str) -> str:
     """Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # Fields after the command name, which is in parentheses and may hold spaces.
-    return stat.rpartition(")")[2].split()[19]
+    fields = _stat_fields(pid)
+    if fields is None:
+        raise OSError(f"no /proc entry for process {pid}")
+    return fields[19]
 
 
 def process_alive(pid: int, started: str | None = None) -> bool:
@@ -808,12 +818,9 @@ def process_alive(pid: int, started: str | None = None) -> bool:
     (its recorded start time), a process that now holds a reused PID is not it."""
     if pid == os.getpid():
         return True
-    if started is not None:
-        try:
-            if process_start_time(pid) != started:
-                return False
-        except (OSError, IndexError):
-            pass  # no /proc entry: decided by kill(0) below
+    fields = _stat_fields(pid)
+    if started is not None and fields is not None and fields[19] != started:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -821,10 +828,5 @@ def process_alive(pid: int, started: str | None = None) -> bool:
     except PermissionError:
         return True
     # A killed child that its parent has not reaped yet is a zombie: it answers kill(0)
-    # but will never finish its run.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    # The state follows the command name in parentheses, which may itself hold spaces.
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    # but will never finish its run. Without /proc, kill(0) decides.
+    return fields is None or fields[0] not in ("Z", "X")
