@@ -387,11 +387,13 @@ def content_hash(folder: Path, kind: str | None, context: Context) -> str:
     if key not in _MEMO:
         cache_file = Path(context.home) / "model-hashes.json"
         cache = _read_json(cache_file)
+        before = dict(cache)
         h = hashlib.sha256()
         for path, (_, size, mtime) in zip(files, stats, strict=True):
             rel = path.relative_to(folder).as_posix()
             h.update(f"{rel}:{_file_sha256(folder, path, size, mtime, cache)}\n".encode())
-        _write_json(cache_file, cache)
+        if cache != before:  # only when a file was hashed now: reading commands write nothing
+            _write_json(cache_file, cache)
         _MEMO[key] = h.hexdigest()
     return _MEMO[key]
 

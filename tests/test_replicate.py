@@ -155,3 +155,19 @@ def _numel(shape: list[int]) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def test_content_hashes_are_remembered_and_only_new_ones_written(
+        replicas: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sgid_bench import models
+
+    ctx = Context(profile="paper", home=tmp_path, models_dir=tmp_path)
+    copy = tmp_path / "vit"
+    shutil.copytree(replicas / "google/vit-base-patch16-224-in21k", copy)
+    first = content_hash(copy, "vit", ctx)
+    remembered = tmp_path / "model-hashes.json"
+    assert str((copy / "model.safetensors").resolve()) in remembered.read_text()
+    written = remembered.stat().st_mtime_ns
+    monkeypatch.setattr(models, "_MEMO", {})  # a new process: only the file remembers
+    assert content_hash(copy, "vit", ctx) == first
+    assert remembered.stat().st_mtime_ns == written  # nothing new: not rewritten
