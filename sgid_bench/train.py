@@ -213,9 +213,7 @@ class Trainer:
 
         seed_everything(self.seed)  # same seed -> same initial weights
         model = self.build().to(self.device)
-        cuda = self.device.startswith("cuda")
-        if cuda:
-            model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
         opt = make_optimizer(recipe, self.backbone.trainable_parameters(model))
         sched = make_schedule(recipe, opt, len(train))
         hook = FeatureHook(self.backbone, model, self.featurers)
@@ -263,8 +261,7 @@ class Trainer:
             t = torch.nn.functional.one_hot(labels, self.num_classes).float().to(self.device)
             for mixer in self.mixers:
                 x, t = mixer.mix(x, t, gen)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
             chunks = self._chunks(x.shape[0])
             for sl in chunks:
