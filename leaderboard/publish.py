@@ -26,8 +26,8 @@ _INTRO = """# sgid-bench leaderboard
 The default's leaderboard: the shipped `published` sweep, every method of the paper on the
 toy world's `world` dataset (12 shapes, 10 training images per class on 2 contexts, tested
 on all 6 contexts), the three backbones (ResNet-50 slim from scratch; ViT and CLIP image
-tower pretrained on the world), 5 seeds: 180 runs, 34 minutes on 2 CPU cores (Ray, one
-task per core). Every model (CLIP, BLIP, Stable Diffusion,
+tower pretrained on the world), 5 seeds: 180 runs, 28 minutes on 2 CPU cores with the
+generation (Ray, one task per core). Every model (CLIP, BLIP, Stable Diffusion,
 InstructPix2Pix, T5, ViT) is the real library class trained at toy scale on a CPU
 (`sgid-bench world info` prints their training time and measured quality). The table shows
 the SGID mechanism measured end to end, not the paper's numbers. Regenerate with
