@@ -14,8 +14,12 @@ This script therefore lays the packages out as they are imported, in
 
 With ``--module``, only those modules are mutated and only their targeted tests
 (:data:`MODULES`) are run; mutmut itself runs, for each mutant, only the tests that
-called the mutated function. Results: ``mutmut results`` / ``mutmut show NAME`` in
-``build/mutation``; the score line is printed at the end.
+called the mutated function. Each selection has its own folder,
+``build/mutation/<modules>`` (``all`` without ``--module``); running the same selection
+again resumes it: mutmut keeps the verdicts of mutants whose function did not change and
+collects coverage again for new tests, so after adding a test only what it may change is
+run again (``--fresh`` starts over). Results: ``mutmut results`` / ``mutmut show NAME`` in
+that folder; the score line is printed at the end.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / "build" / "mutation"
+BUILD = ROOT / "build" / "mutation"
 #: Repository folder -> the folder it is imported as (pyproject's package-dir).
 LAYOUT = {"sgid_bench": "sgid_bench", "leaderboard": "sgid_bench/leaderboard",
           "plugins": "sgid_bench_plugins", "tests": "tests"}
@@ -39,21 +43,25 @@ LAYOUT = {"sgid_bench": "sgid_bench", "leaderboard": "sgid_bench/leaderboard",
 #: Core module -> (its path in the import layout, the tests that cover it).
 MODULES: dict[str, tuple[str, list[str]]] = {
     "data": ("sgid_bench/data.py", ["tests/test_behaviour_splits.py", "tests/test_train.py",
-                                    "tests/test_behaviour_train.py"]),
-    "train": ("sgid_bench/train.py", ["tests/test_train.py", "tests/test_behaviour_train.py"]),
+                                    "tests/test_behaviour_train.py", "tests/test_pipeline_data.py",
+                                    "tests/test_inputs_datasets.py"]),
+    "train": ("sgid_bench/train.py", ["tests/test_train.py", "tests/test_behaviour_train.py",
+                                      "tests/test_pipeline_train.py",
+                                      "tests/test_inputs_train.py"]),
     "config": ("sgid_bench/config.py", ["tests/test_config.py", "tests/test_inputs_config.py",
                                         "tests/test_behaviour_hashing.py"]),
     "cache": ("sgid_bench/cache.py", ["tests/test_cache.py", "tests/test_inputs_cache.py",
                                       "tests/test_behaviour_hashing.py"]),
     "store": ("sgid_bench/store.py", ["tests/test_store.py", "tests/test_store_claims.py",
                                       "tests/test_store_access.py", "tests/test_store_spool.py",
-                                      "tests/test_behaviour_store.py"]),
+                                      "tests/test_behaviour_store.py", "tests/test_store_schema.py",
+                                      "tests/test_inputs_memory_db.py"]),
     "stats": ("sgid_bench/leaderboard/stats.py", ["tests/test_stats.py",
                                                   "tests/test_stats_family.py",
                                                   "tests/test_behaviour_stats.py"]),
     "table": ("sgid_bench/leaderboard/table.py", ["tests/test_leaderboard.py",
                                                   "tests/test_stats_family.py",
-                                                  "tests/test_select.py"]),
+                                                  "tests/test_select.py", "tests/test_tables.py"]),
     "perturbation": ("sgid_bench_plugins/perturbation.py",
                      ["tests/test_perturbation.py", "tests/test_behaviour_perturbation.py"]),
     "sgid": ("sgid_bench_plugins/sgid.py", ["tests/test_generative.py",
@@ -63,14 +71,16 @@ MODULES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def stage() -> None:
-    """Copy the packages into ``build/mutation`` as they are imported (no mutmut cache
-    is kept: a new run starts from the current sources and tests)."""
-    if WORK.exists():
-        shutil.rmtree(WORK)
+def stage(work: Path, fresh: bool) -> None:
+    """Copy the current sources and tests into ``work`` as they are imported; mutmut's
+    own results (``work/mutants``) are kept unless ``fresh``."""
+    if fresh and work.exists():
+        shutil.rmtree(work)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for src, dst in LAYOUT.items():
-        shutil.copytree(ROOT / src, WORK / dst, ignore=ignore, dirs_exist_ok=True)
+        if (work / dst).exists():
+            shutil.rmtree(work / dst)  # files deleted in the repository go too
+        shutil.copytree(ROOT / src, work / dst, ignore=ignore, dirs_exist_ok=True)
 
 
 def mutmut_section(modules: list[str] | None) -> dict[str, object]:
@@ -83,12 +93,20 @@ def mutmut_section(modules: list[str] | None) -> dict[str, object]:
     return section
 
 
-def write_pyproject(section: dict[str, object]) -> None:
+def write_pyproject(work: Path, section: dict[str, object]) -> None:
     text = (ROOT / "pyproject.toml").read_text()
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
     # JSON scalars and lists of strings/numbers/booleans are valid TOML values.
     lines = ["[tool.mutmut]", *(f"{k} = {json.dumps(v)}" for k, v in section.items()), ""]
-    (WORK / "pyproject.toml").write_text(text.rstrip() + "\n\n" + "\n".join(lines))
+    (work / "pyproject.toml").write_text(text.rstrip() + "\n\n" + "\n".join(lines))
+
+
+def survived(work: Path, env: dict[str, str]) -> list[str]:
+    """Names of the mutants whose last verdict in ``work`` is "survived"."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=work, env=env,
+                         capture_output=True, text=True).stdout
+    return [line.strip().rpartition(":")[0] for line in out.splitlines()
+            if line.strip().endswith(": survived")]
 
 
 def main() -> int:
@@ -96,27 +114,37 @@ def main() -> int:
     parser.add_argument("--module", action="append", choices=sorted(MODULES),
                         help="mutate only this core module (repeatable); default: all")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard earlier results of this selection")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="after resuming, test the earlier survivors again (new tests "
+                             "do not reset mutmut's verdicts)")
     parser.add_argument("--list", action="store_true", help="list the modules and tests")
     args = parser.parse_args()
     if args.list:
         for name, (path, tests) in MODULES.items():
             print(f"{name:13} {path:40} {' '.join(tests)}")
         return 0
-    stage()
-    write_pyproject(mutmut_section(args.module))
+    work = BUILD / ("-".join(sorted(set(args.module))) if args.module else "all")
+    stage(work, args.fresh)
+    write_pyproject(work, mutmut_section(args.module))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1")
     mutmut = [sys.executable, "-m", "mutmut"]
-    rc = subprocess.call([*mutmut, "run", "--max-children", str(args.max_children)],
-                         cwd=WORK, env=env)
-    subprocess.call([*mutmut, "export-cicd-stats"], cwd=WORK, env=env)
-    stats = WORK / "mutants" / "mutmut-cicd-stats.json"
+    run = [*mutmut, "run", "--max-children", str(args.max_children)]
+    rc = subprocess.call(run, cwd=work, env=env)
+    if args.rerun_survivors:
+        survivors = survived(work, env)
+        if survivors:
+            rc = subprocess.call([*run, *survivors], cwd=work, env=env)
+    subprocess.call([*mutmut, "export-cicd-stats"], cwd=work, env=env)
+    stats = work / "mutants" / "mutmut-cicd-stats.json"
     if stats.exists():
         s = json.loads(stats.read_text())
         tested = s["killed"] + s["survived"] + s.get("timeout", 0)
         print(f"mutation score: {s['killed'] + s.get('timeout', 0)}/{tested} killed "
               f"({s['survived']} survived, {s.get('no_tests', 0)} not covered, "
-              f"{s.get('suspicious', 0)} suspicious) -- details: cd {WORK} && mutmut results")
+              f"{s.get('suspicious', 0)} suspicious) -- details: cd {work} && mutmut results")
     return rc
 
 

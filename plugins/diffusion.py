@@ -192,7 +192,7 @@ def token_weights(tokenizer: Any, prompts: Sequence[WeightedPrompt]) -> tuple[li
     for pieces in prompts:
         ids, w = [bos], [1.0]
         for text, weight in pieces:
-            toks = tokenizer(text, add_special_tokens=False).input_ids if text else []
+            toks = tokenizer(text, add_special_tokens=False).input_ids  # "" gives []
             ids += toks
             w += [float(weight)] * len(toks)
         ids, w = ids[: length - 1] + [eos], w[: length - 1] + [1.0]
@@ -203,7 +203,7 @@ def token_weights(tokenizer: Any, prompts: Sequence[WeightedPrompt]) -> tuple[li
 
 def unconditional(pipe: Any, batch: int) -> torch.Tensor:
     """Embeddings of the empty prompt, the unconditional branch of guidance."""
-    return encode_weighted(pipe, [[("", 1.0)]] * batch)
+    return encode_weighted(pipe, [[]] * batch)  # no pieces: start, end and padding only
 
 
 def guidance_tensor(pipe: Any, scales: Sequence[float]) -> torch.Tensor:

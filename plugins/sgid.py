@@ -385,7 +385,7 @@ class SGID(_Generative):
         if self.prompt_filter:
             sims = clip.image_text(outs, [[t] for t in texts])
             for info, v in zip(self.last_info, sims, strict=True):
-                info["prompt_score"] = v[0] if v else None
+                info["prompt_score"] = v[0]  # one text per image: one score each
         if self.original_filter:
             for info, v in zip(self.last_info, clip.image_image(outs, src), strict=True):
                 info["original_score"] = v
@@ -397,7 +397,7 @@ class SGID(_Generative):
         label filter kept). Infos of dropped images are ``{"dropped": True, ...}``."""
         from sgid_bench_plugins.captioning import above_class_mean
 
-        keep = [not i.get("dropped", False) for i in infos]
+        keep = [not i.get("dropped") for i in infos]
         for flag, key in ((self.prompt_filter, "prompt_score"),
                           (self.original_filter, "original_score")):
             if flag:

@@ -158,7 +158,10 @@ def generate(augmenter: Augmenter, samples: Sequence[tuple[Image.Image, int]],
                 stats.expand_calls += 1
                 for i, (image, info) in zip(idx, batch, strict=True):
                     if not done[i]:
-                        fresh[i] = image
+                        # RGB as when read back from the cache: a later stage of a chain
+                        # sees the same image whether this stage ran now or was cached.
+                        fresh[i] = (image if image is None or image.mode == "RGB"
+                                    else image.convert("RGB"))
                         _write(root, i, seed, int(samples[i][1]), image, info, b, size)
                         stats.generated += 1
                 advance(sum(1 for i in idx if not done[i]))

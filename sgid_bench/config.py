@@ -153,6 +153,9 @@ def parse_params(raw: list[str]) -> list[tuple[str | None, str, Any]]:
         if not sep or not key:
             raise UserError(f"malformed --param {item!r}: use --param key=value")
         target, dot, name = key.rpartition(".")
+        if dot and not (target and name):  # ".p=1" or "sgid.=1"
+            raise UserError(f"malformed --param {item!r}: use --param key=value or "
+                            "component.key=value")
         out.append((target if dot else None, name, parse_value(value.strip())))
     return out
 
@@ -268,7 +271,8 @@ def resolve(spec: RunSpec, context: Context) -> Resolved:
                        for role, mid in plugin.models_used(context).items()})
     config = {
         "harness": __version__,
-        "method": "+".join(a.name for a in augmenters) or "none",
+        # Never empty: split_method gives at least one name ("none" is a plugin too).
+        "method": "+".join(a.name for a in augmenters),
         "augmenters": [component(cls).as_dict() for cls in aug_classes],
         "backbone": component(bb_cls).as_dict(),
         "dataset": component(ds_cls).as_dict(),

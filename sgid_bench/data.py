@@ -67,8 +67,9 @@ def stratified_split(samples: Sequence[Sample], fraction: float, seed: int
     for label in sorted(by_class):
         idx = by_class[label]
         order = torch.randperm(len(idx), generator=gen).tolist()
-        # At least one held out per class with two or more images, never all of them.
-        n_held = min(max(round(len(idx) * fraction), 1), len(idx) - 1) if len(idx) > 1 else 0
+        # At least one held out per class with two or more images, never all of them (so
+        # none of a class of one).
+        n_held = min(max(round(len(idx) * fraction), 1), len(idx) - 1)
         held += [idx[j] for j in order[:n_held]]
         keep += [idx[j] for j in order[n_held:]]
     return sorted(keep), sorted(held)

@@ -576,8 +576,8 @@ class Store:
 
     def _mark_reaped(self, row: Run, reason: str, now: datetime) -> bool:
         # Conditional on the claim being unchanged: a finish or a new claim in between wins.
-        same = (Run.claim_token == row.claim_token if row.claim_token is not None
-                else Run.claim_token.is_(None))
+        # (Comparing with a None token renders IS NULL.)
+        same = Run.claim_token == row.claim_token
         with self.session() as s:
             result = s.execute(update(Run).where(Run.id == row.id, Run.status == RUNNING, same)
                                .values(status=FAILED, error=reason, finished_at=now))
@@ -626,7 +626,7 @@ class Store:
         token, row = self._claims.get(run_id, (None, {}))
         record = {"kind": "sgid-bench result", "db": self.identity, "run_id": run_id,
                   "claim_token": token, "status": status, "finished_at": finished,
-                  "values": values, "row": row}
+                  "values": _finite_json(values), "row": row}
         payload = json.dumps(record, default=_json_default, allow_nan=False, indent=1)
         name = f"{finished:%Y%m%dT%H%M%S%f}-run{run_id}-{secrets.token_hex(4)}.json"
         for directory in spool_dirs():
@@ -655,7 +655,7 @@ class Store:
             if record.get("kind") != "sgid-bench result" or record.get("db") != self.identity:
                 continue
             outcome = self._import_record(record)
-            if outcome != "kept":
+            if not outcome.startswith("kept"):  # a kept file waits for the next import
                 path.unlink(missing_ok=True)
             lines.append(f"{path}: run {record['run_id']} {outcome}")
         for line in lines if not quiet else []:
@@ -748,7 +748,10 @@ def _non_finite(value: Any, path: str) -> str | None:
 
 
 def _finite_json(value: Any) -> Any:
-    """``value`` with NaN and infinities as null (PostgreSQL's JSON rejects them)."""
+    """``value`` with NaN and infinities as null (PostgreSQL's JSON rejects them) and
+    numpy scalars as Python numbers (a metric computed with numpy)."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):

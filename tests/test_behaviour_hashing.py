@@ -5,6 +5,7 @@ random stream."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -182,3 +183,46 @@ def test_a_resumed_generation_regenerates_the_same_images(tmp_path: Path, batch:
     again = generate(Draws(), samples(7), ["a", "b"], key={"k": 1}, seed=0, context=ctx)
     assert again.stats.generated == 1
     assert [r.image.getpixel((0, 0)) for r in again.records] == pixels  # type: ignore[union-attr]
+
+
+def test_the_default_generation_seed_spelt_out_keeps_the_hash(context: Context) -> None:
+    assert resolve(spec(), context).config["generation_seed"] == "fixed"
+    assert hash_of(context, params=["generation.seed=fixed"]) == hash_of(context)
+
+
+def test_per_run_generation_follows_the_training_seed(context: Context) -> None:
+    config = resolve(spec(params=["generation.seed=per-run", "strength=0.7"]), context).config
+    assert config["generation_seed"] == "per-run"
+    assert generation_seed(config, 7) == 7
+    assert config["augmenters"][0]["params"]["strength"] == 0.7  # later params still apply
+    plain = resolve(spec(method="cutmix", params=["generation.seed=per-run"]), context).config
+    assert plain["generation_seed"] == "fixed"  # nothing generated: nothing to follow
+
+
+def test_micro_batch_is_hashed_only_when_it_splits_the_batch(context: Context) -> None:
+    batch = resolve(spec(method="cutmix"), context).recipe.batch_size
+
+    def config(micro_batch: int | None) -> dict[str, Any]:
+        return resolve(spec(method="cutmix"), replace(context, micro_batch=micro_batch)).config
+
+    assert config(batch // 4)["micro_batch"] == batch // 4
+    whole = [config(size) for size in (None, batch, 2 * batch)]
+    assert all("micro_batch" not in c for c in whole)
+    assert len({config_hash(c) for c in whole}) == 1
+    assert config_hash(config(batch // 4)) != config_hash(whole[0])
+
+
+def test_the_generation_batch_size_is_hashed_for_batch_dependent_generation_only(
+        context: Context) -> None:
+    def config(method: str, batch: int) -> dict[str, Any]:
+        return resolve(spec(method=method), replace(context, gen_batch_size=batch)).config
+
+    other = DEFAULT_GEN_BATCH + 1
+    assert config("sgid", other)["gen_batch_size"] == other  # sgid: one generator per batch
+    assert "gen_batch_size" not in config("sgid", DEFAULT_GEN_BATCH)
+    assert "gen_batch_size" not in config("cutmix", other)  # no expand stage
+    assert config_hash(config("cutmix", other)) == config_hash(config("cutmix", 1))
+
+
+def test_values_json_cannot_hold_are_hashed_as_their_text() -> None:
+    assert config_hash({"root": Path("/data/x")}) == config_hash({"root": "/data/x"})

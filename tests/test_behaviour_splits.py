@@ -17,6 +17,7 @@ from sgid_bench.api import Augmenter, Dataset, Split
 from sgid_bench.config import RunSpec, resolve
 from sgid_bench.context import Context
 from sgid_bench.data import SPLIT_SEED, load_splits, loaders, stratified_split
+from sgid_bench.errors import UserError
 
 #: Images per class of the train split: unbalanced, so stratification shows.
 PER_CLASS = {0: 40, 1: 20, 2: 10}
@@ -214,3 +215,344 @@ def test_images_are_resized_to_the_input_size(context: Context) -> None:
     assert images.shape[1:] == (3, 4, 4)
     assert images.dtype == torch.uint8
     assert labels.tolist() == [y for _, y in list(splits.val)[: len(labels)]]
+
+
+# -- slicing, set-up, empty and one-label datasets ----------------------------------------
+
+
+def test_a_carved_split_slices_like_a_list(context: Context) -> None:
+    splits = load_splits(resolved_with(Tagged(), context), context, None)
+    val = list(splits.val)
+    assert tags(splits.val[2:5]) == tags(val[2:5])
+    assert tags(splits.val[::-1]) == tags(val[::-1])
+    assert splits.train[-1] == list(splits.train)[-1]
+
+
+class Rooted(Tagged):
+    """A dataset whose files must be under the run's data root (as real datasets' are)."""
+
+    def setup(self, context: Context) -> None:
+        folder = context.data_root / "tagged"  # type: ignore[operator]
+        if not folder.is_dir():
+            raise UserError(f"dataset 'tagged': put its files in {folder}")
+
+
+def test_the_dataset_is_set_up_with_the_runs_context(tmp_path: Any) -> None:
+    from sgid_bench.data import check_dataset
+
+    context = Context(cache_dir=tmp_path / "cache", data_root=tmp_path / "data")
+    resolved = resolved_with(Rooted(), context)
+    for check in (check_dataset, lambda r, c: load_splits(r, c, None)):
+        with pytest.raises(UserError, match=f"put its files in {tmp_path / 'data' / 'tagged'}"):
+            check(resolved, context)
+    (tmp_path / "data" / "tagged").mkdir(parents=True)
+    assert check_dataset(resolved_with(Rooted(), context), context) == ["a", "b", "c"]
+    assert len(load_splits(resolved_with(Rooted(), context), context, None).val) == 7
+
+
+class Unnamed(Tagged):
+    """Splits that carry no class names: the dataset's are used."""
+
+    def load(self, split: str) -> Split:
+        return Split(super().load(split).samples)
+
+
+def test_class_names_come_from_the_dataset_when_the_split_has_none(context: Context) -> None:
+    splits = load_splits(resolved_with(Unnamed(), context), context, None)
+    assert splits.class_names == ["a", "b", "c"]
+
+
+class Emptied(Tagged):
+    """One split without images."""
+
+    def __init__(self, empty: str = "train") -> None:
+        self.empty = empty
+
+    def load(self, split: str) -> Split:
+        loaded = super().load(split)
+        return Split([], loaded.class_names) if split == self.empty else loaded
+
+
+def test_an_empty_split_is_a_user_error_naming_both_sizes(context: Context) -> None:
+    with pytest.raises(UserError, match=r"'shapes' is empty \(train 0, test 12 images\): "
+                                        "check its files"):
+        load_splits(resolved_with(Emptied("train"), context), context, None)
+    with pytest.raises(UserError, match=r"is empty \(train 70, test 0 images\)"):
+        load_splits(resolved_with(Emptied("test"), context), context, None)
+
+
+class Labelled(list):  # type: ignore[type-arg]
+    """Samples whose labels are known without decoding them (``targets``)."""
+
+    @property
+    def targets(self) -> list[int]:
+        return [y for _, y in self]
+
+
+class OneLabel(Tagged):
+    """Three class names, but every training image is labelled 0."""
+
+    def load(self, split: str) -> Split:
+        loaded = super().load(split)
+        if split == "train":
+            return Split(Labelled((im, 0) for im, _ in loaded.samples), loaded.class_names)
+        return loaded
+
+
+def test_training_images_of_one_label_are_rejected_when_loading(context: Context) -> None:
+    resolved = resolved_with(OneLabel(), context)
+    with pytest.raises(UserError, match=f"dataset {resolved.spec.dataset!r}: every training "
+                                        "image has the same label"):
+        load_splits(resolved, context, None)
+    # Labelled the ordinary way, the same samples load.
+    assert len(load_splits(resolved_with(Tagged(), context), context, None).train) == 63
+
+
+# -- the expand chain and its cache keys --------------------------------------------------
+
+
+class Stage(Augmenter):
+    """An expand stage that adds ``step`` to every pixel value and records what it gets."""
+
+    name = "stage"
+    per_image_generators = True
+    calls: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(self, step: int = 1, model: str = "m") -> None:
+        self.step, self.model = step, model
+        self.setups = 0
+
+    def setup(self, context: Context) -> None:
+        self.setups += 1
+
+    def models_used(self, context: Context) -> dict[str, str]:
+        return {"generator": f"{context.profile}/{self.model}"}
+
+    def expand(self, images, labels, class_names, generator):  # type: ignore[no-untyped-def]
+        Stage.calls.append({"name": self.name, "tags": [tag(im) for im in images],
+                            "class_names": list(class_names)})
+        out = []
+        for im in images:  # the split code (red) goes up by ``step``; the index stays
+            red, green, blue = im.getpixel((0, 0))
+            out.append(Image.new("RGB", im.size, ((red + self.step) % 256, green, blue)))
+        return out
+
+
+class Later(Stage):
+    name = "later"
+
+
+class Flip(Augmenter):
+    """A transform stage (per sample and epoch: it never changes generated images)."""
+
+    name = "flip"
+
+    def transform(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return image.flip(-1)
+
+
+def test_the_expand_chain_feeds_each_stage_the_previous_ones_images(
+        context: Context) -> None:
+    Stage.calls = []
+    first, second = Stage(step=1), Later(step=10)
+    splits = load_splits(resolved_with(Tagged(), context, [first, second]), context, None)
+    train = tags(splits.train)
+    seen: dict[str, list[tuple[int, int]]] = {}
+    for call in Stage.calls:  # one call per generation batch
+        seen.setdefault(call["name"], []).extend(call["tags"])
+    assert list(seen) == ["stage", "later"]  # in chain order
+    assert seen["stage"] == train
+    assert seen["later"] == [(s + 1, i) for s, i in train]  # the first stage's output
+    assert tags(splits.generated) == [(s + 11, i) for s, i in train]  # the last's output
+    assert [y for _, y in splits.generated] == [y for _, y in splits.train]
+    # Prompts need the class names: every stage gets the dataset's.
+    assert all(c["class_names"] == ["a", "b", "c"] for c in Stage.calls)
+
+
+def test_each_expand_stage_is_set_up_once_per_run(context: Context) -> None:
+    stage = Stage()
+    resolved = resolved_with(Tagged(), context, [stage])
+    load_splits(resolved, context, None)
+    assert stage.setups == 1
+    resolved.setup(stage, context)  # e.g. a later stage of the run needing the plugin
+    assert stage.setups == 1
+
+
+def test_generations_are_recorded_in_the_runs_store(context: Context, db_url: str) -> None:
+    from sqlalchemy import select
+
+    from sgid_bench.store import Generation, Store
+
+    store = Store(db_url)
+    resolved = resolved_with(Tagged(), context, [Stage(), Later()])
+    load_splits(resolved, context, store)
+    with store.session() as s:
+        rows = {r.method: r for r in s.scalars(select(Generation)).all()}
+    assert sorted(rows) == ["stage", "stage+later"]
+    assert {r.dataset for r in rows.values()} == {resolved.config["dataset"]["name"]}
+    assert all(r.status == "done" and r.images == 63 for r in rows.values())
+
+
+def with_seed(resolved: Any, seed: int, generation_seed: str) -> Any:
+    return dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, seed=seed),
+                               config={**resolved.config, "generation_seed": generation_seed})
+
+
+class Noise(Stage):
+    """An expand stage whose images are drawn from the generator of each image."""
+
+    name = "noise"
+
+    def expand(self, images, labels, class_names, generator):  # type: ignore[no-untyped-def]
+        return [Image.new("RGB", (2, 2), tuple(torch.randint(0, 256, (3,), generator=g)
+                                               .tolist())) for g in generator]
+
+
+def test_generated_images_follow_the_generation_seed(context: Context) -> None:
+    resolved = resolved_with(Tagged(), context, [Noise()])
+
+    def generated(seed: int, mode: str) -> list[bytes]:
+        splits = load_splits(with_seed(resolved, seed, mode), context, None)
+        return [im.tobytes() for im, _ in splits.generated]
+
+    fixed = generated(3, "fixed")
+    assert generated(4, "fixed") == fixed  # every training seed shares the images
+    per_run = generated(3, "per-run"), generated(4, "per-run")
+    assert per_run[0] != per_run[1]  # each training seed its own images
+    assert fixed not in per_run
+    assert generated(3, "per-run") == per_run[0]
+
+
+def expand_keys(context: Context, stages: list[Any], **config: Any) -> list[dict[str, Any]]:
+    """The generation keys of ``stages``; ``config`` overrides settings of the run."""
+    from sgid_bench.data import generation_keys
+
+    resolved = resolved_with(Tagged(), context, stages)
+    resolved = dataclasses.replace(resolved, config={**resolved.config, **config})
+    return generation_keys(resolved, context)
+
+
+def test_the_generation_key_names_the_chain_with_its_models_the_dataset_and_the_split(
+        context: Context) -> None:
+    # The key is the cache's address on disk (and is stored with it): a different key
+    # orphans every cached image, so its layout is part of the contract.
+    resolved = resolved_with(Tagged(), context, [Stage(), Later(model="n")])
+    stage, later = resolved.config["augmenters"]
+    models = [{"generator": f"{context.profile}/m"}, {"generator": f"{context.profile}/n"}]
+    split = {"dataset": resolved.config["dataset"], "val_fraction": 0.1,
+             "split_seed": SPLIT_SEED}
+    from sgid_bench.data import generation_keys
+
+    assert generation_keys(resolved, context) == [
+        {"chain": [{**stage, "models": models[0]}], **split},
+        {"chain": [{**stage, "models": models[0]}, {**later, "models": models[1]}], **split}]
+
+
+def test_transform_stages_do_not_change_the_generation_key(context: Context) -> None:
+    # ``flip+stage`` generates the images ``stage`` does: they share the cache.
+    alone = expand_keys(context, [Stage()])
+    assert expand_keys(context, [Flip(), Stage()]) == alone
+    assert expand_keys(context, [Stage(), Flip()]) == alone
+    assert len(expand_keys(context, [Flip(), Stage(), Flip(), Later()])) == 2
+
+
+def test_the_generation_key_changes_with_everything_that_changes_the_images(
+        tmp_path: Any) -> None:
+    from sgid_bench.cache import key_hash
+
+    def key(model: str = "n", step: int = 1, **config: Any) -> str:
+        context = Context(cache_dir=tmp_path / "cache")
+        stages = [{"name": "stage", "version": "1", "params": {"step": step}},
+                  {"name": "later", "version": "1", "params": {"step": 1}}]
+        keys = expand_keys(context, [Stage(step), Later(model=model)],
+                           **{"augmenters": stages, **config})
+        return key_hash(keys[-1])
+
+    base = key()
+    changed = [
+        key(model="other"),  # the last stage's models
+        key(step=2),  # an upstream stage's parameter
+        key(val_fraction=0.2),  # other training images
+        key(dataset={"name": "tagged", "version": "2", "params": {}}),
+    ]
+    assert base not in changed
+    assert len(set(changed)) == len(changed)
+
+
+def test_stages_and_their_settings_must_pair_up(context: Context) -> None:
+    # A stage keyed with another stage's settings would share its cache: refused.
+    from sgid_bench.data import generation_keys
+
+    resolved = resolved_with(Tagged(), context, [Stage(), Later()])
+    short = dataclasses.replace(resolved, config={
+        **resolved.config, "augmenters": resolved.config["augmenters"][:1]})
+    with pytest.raises(ValueError, match="zip"):
+        generation_keys(short, context)
+
+
+# -- the DataLoaders ----------------------------------------------------------------------
+
+
+def with_batch(resolved: Any, batch_size: int) -> Any:
+    return dataclasses.replace(resolved, recipe=dataclasses.replace(resolved.recipe,
+                                                                    batch_size=batch_size))
+
+
+def test_batches_are_the_recipes_and_training_drops_only_a_last_partial_batch(
+        context: Context) -> None:
+    resolved = with_batch(resolved_with(Tagged(), context), 8)
+    splits = load_splits(resolved, context, None)  # 63 train, 7 val, 12 test images
+    train, val, test = loaders(splits, resolved, 2, 0, context)
+    assert [len(b) for b in train.batch_sampler] == [8] * 7  # 63 = 7 x 8 + 7 dropped
+    # Evaluation sees every image once, in order, in batches of the recipe's size.
+    assert list(val.batch_sampler) == [list(range(7))]
+    assert list(test.batch_sampler) == [list(range(8)), list(range(8, 12))]
+    assert [len(labels) for _, labels in test] == [8, 4]
+    # A training set smaller than one batch is one batch, not none.
+    small, _, _ = loaders(splits, with_batch(resolved, 100), 2, 0, context)
+    assert [sorted(b) for b in small.batch_sampler] == [list(range(63))]
+
+
+def test_training_order_is_shuffled_per_epoch_and_repeats_per_seed(context: Context) -> None:
+    resolved = with_batch(resolved_with(Tagged(), context), 8)
+    splits = load_splits(resolved, context, None)
+
+    def orders(seed: int) -> list[list[int]]:
+        train, _, _ = loaders(splits, resolved, 2, seed, context)
+        out = []
+        for epoch in range(2):
+            torch.manual_seed(1000 + epoch)  # the global RNG plays no part
+            out.append([i for batch in train.batch_sampler for i in batch])
+        return out
+
+    first = orders(0)
+    assert first[0] != sorted(first[0])  # shuffled
+    assert first[0] != first[1]  # anew each epoch
+    torch.rand(3)
+    assert orders(0) == first  # the same for the same seed
+    assert orders(1) != first  # another for another seed
+
+
+def test_training_augmentation_follows_the_run_seed(context: Context) -> None:
+    resolved = resolved_with(Tagged(), context)
+    splits = load_splits(resolved, context, None)
+
+    def first_images(seed: int) -> list[torch.Tensor]:
+        train, _, _ = loaders(splits, resolved, 8, seed, context)
+        return [train.dataset[i][0] for i in range(8)]
+
+    zero = first_images(0)
+    assert all(torch.equal(a, b) for a, b in zip(zero, first_images(0), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(zero, first_images(1), strict=True))
+
+
+def test_loaders_above_cifar_size_decode_training_images_per_sample(
+        context: Context) -> None:
+    resolved = with_batch(resolved_with(Tagged(), context), 8)
+    splits = load_splits(resolved, context, None)
+    train, val, test = loaders(splits, resolved, 72, 0, context)
+    assert not train.dataset.in_memory  # crops from each image at its own resolution
+    assert val.dataset.in_memory
+    assert test.dataset.in_memory
+    images, labels = train.dataset[0]
+    assert tuple(images.shape) == (3, 72, 72)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from test_store import fields
@@ -173,3 +174,57 @@ def test_a_dead_claim_whose_pid_was_reused_is_reaped_at_once(db_url: str) -> Non
         assert store.reap_interrupted() == 1
     finally:
         later.communicate(b"")
+
+
+def test_asking_whether_a_process_is_alive_does_not_signal_it() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    assert process_alive(child.pid)
+    assert process_alive(child.pid, process_start_time(child.pid))
+    child.communicate(b"")
+    assert child.returncode == 0  # ended by its input, not by a signal
+
+
+def test_a_process_we_may_not_signal_counts_as_alive(
+        live: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")  # another user's process
+
+    monkeypatch.setattr(os, "kill", forbidden)
+    assert process_alive(live)
+
+
+def test_a_process_named_like_a_stat_line_is_read_correctly(tmp_path: Path) -> None:
+    # The command name is the executable's file name: anyone can choose it.
+    exe = tmp_path / "w) Z 1 2"
+    exe.symlink_to(sys.executable)
+    child = subprocess.Popen([str(exe), "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        with open(f"/proc/{child.pid}/stat") as fh:
+            assert "(w) Z 1 2)" in fh.read()
+        assert process_alive(child.pid)
+        started = process_start_time(child.pid)
+        assert process_alive(child.pid, started)
+        assert started.isdigit()
+        assert scope_of(child.pid).endswith(f"#{started}")
+    finally:
+        child.communicate(b"")
+
+
+def test_the_start_time_of_a_process_that_is_gone_is_an_os_error() -> None:
+    pid = dead_pid()
+    with pytest.raises(OSError, match=f"^no /proc entry for process {pid}$"):
+        process_start_time(pid)
+
+
+def test_a_claim_without_a_token_is_reaped_like_any_other(store: Store) -> None:
+    # Rows claimed before claims carried tokens (schema 0001) have none.
+    run_id = store.claim("h", 0, **fields())
+    assert run_id is not None
+    as_worker(store, run_id, host="elsewhere.example", pid=1, scope=None,
+              heartbeat_age_s=store.lease_s + 5)
+    with store.session() as s:
+        s.get_one(Run, run_id).claim_token = None
+    assert len(store.reap(quiet=True)) == 1
+    assert store.get("h", 0).status == FAILED

@@ -5,6 +5,7 @@ mix / features stages make are the ones the loss sees."""
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 from typing import Any
 
@@ -462,3 +463,173 @@ def test_images_held_in_memory_equal_images_decoded_on_the_fly(
         assert torch.equal(a[0], b[0])
         assert a[1] == b[1] == samples[i][1]
         assert a[0].shape == (3, 6, 6)  # resized to the backbone's size
+
+
+# -- throughput, reported losses and progress ---------------------------------------------
+
+
+class Ticking(torch.nn.Module):
+    """An identity layer whose forward pass takes ``per_image`` seconds of a fake clock per
+    image (training and evaluation alike)."""
+
+    def __init__(self, clock: SimpleNamespace, per_image: float) -> None:
+        super().__init__()
+        self.clock, self.per_image = clock, per_image
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.clock.now += self.per_image * len(x)
+        return x
+
+
+def timed_fit(monkeypatch: pytest.MonkeyPatch, per_image: float,
+              events: list[tuple[Any, ...]]) -> Any:
+    from sgid_bench import train as train_module
+
+    clock = SimpleNamespace(now=100.0)
+    monkeypatch.setattr(train_module, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+
+    def build() -> torch.nn.Module:
+        model = fixed_model()
+        model[0] = Ticking(clock, per_image)
+        return model
+
+    def progress(kind: str, done: int, total: int, **info: Any) -> None:
+        events.append((kind, done, total, info))
+
+    return trainer(sgd(epochs=2), build=build, progress=progress).fit(Loader(steps=3), val())
+
+
+def test_images_per_s_counts_training_images_over_training_time_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Half a second per training image: 2 images/s, whatever evaluation takes.
+    events: list[tuple[Any, ...]] = []
+    fit = timed_fit(monkeypatch, 0.5, events)
+    assert fit.images_per_s == pytest.approx(2.0)
+    epochs = [e for e in events if e[0] == "epoch"]
+    assert [e[3]["images_per_s"] for e in epochs] == pytest.approx([2.0, 2.0])
+    batches = [e for e in events if e[0] == "batch"]
+    assert len(batches) == 6
+    assert [e[3]["images_per_s"] for e in batches] == pytest.approx([2.0] * 6)
+
+
+def test_a_clock_that_does_not_advance_reports_zero_images_per_s(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[tuple[Any, ...]] = []
+    fit = timed_fit(monkeypatch, 0.0, events)
+    assert fit.images_per_s == 0.0
+    assert len(events) == 8
+    assert all(e[3]["images_per_s"] == 0.0 for e in events)
+
+
+class Batches(list):  # type: ignore[type-arg]
+    """Fixed train batches with the ``dataset.epoch`` attribute the trainer sets."""
+
+    dataset = SimpleNamespace(epoch=0)
+
+
+@pytest.mark.parametrize(("sizes", "micro_batch"), [((5, 2), 2), ((5, 2), None), ((1,), None)])
+def test_train_loss_is_the_mean_loss_over_the_epochs_images(
+        sizes: tuple[int, ...], micro_batch: int | None) -> None:
+    # Three classes, but the batches hold classes 0 and 1 only; batches of unequal size,
+    # split into micro-batches or not. A negligible lr keeps the weights: the train loss is
+    # the mean cross-entropy of the initial model over every image of the epoch.
+    torch.manual_seed(5)
+    start = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIDE * SIDE, 3))
+    gen = torch.Generator().manual_seed(2)
+    batches = Batches()
+    for size in sizes:
+        images = torch.randint(0, 256, (size, 3, SIDE, SIDE), generator=gen, dtype=torch.uint8)
+        batches.append((images, torch.arange(size) % 2))
+    events: list[tuple[Any, ...]] = []
+    fit = Trainer(Linear(), lambda: copy.deepcopy(start), sgd(lr=1e-30, epochs=2), [], "cpu",
+                  0, scale, 3, micro_batch=micro_batch,
+                  progress=lambda kind, done, total, **info: events.append((kind, info))
+                  ).fit(batches, batches)
+    images = torch.cat([b[0] for b in batches])
+    labels = torch.cat([b[1] for b in batches])
+    with torch.no_grad():
+        expected = float(torch.nn.functional.cross_entropy(start(scale(images)), labels))
+    assert [h["train_loss"] for h in fit.history] == pytest.approx([expected] * 2, rel=1e-5)
+    reported = [info for kind, info in events if kind == "epoch"]
+    assert [r["train_loss"] for r in reported] == [h["train_loss"] for h in fit.history]
+    assert [r["val_top1"] for r in reported] == [h["val_top1"] for h in fit.history]
+    assert [r["lr"] for r in reported] == [1e-30, 1e-30]
+
+
+def test_fit_one_alone_reports_epoch_k_of_its_own_epochs() -> None:
+    events: list[tuple[Any, ...]] = []
+    t = trainer(sgd(epochs=3), progress=lambda kind, done, total, **info: events.append(
+        (kind, done, total)))
+    t.fit_one(Loader(steps=1), val(), sgd(epochs=3))
+    assert [e[1:] for e in events if e[0] == "epoch"] == [(1, 3), (2, 3), (3, 3)]
+
+
+class DrawsFeatures(Augmenter):
+    """A features stage that records one draw of the generator it is given per pass."""
+
+    name = "draws-features"
+
+    def __init__(self) -> None:
+        self.draws: list[int] = []
+
+    def features(self, features, targets, generator):  # type: ignore[no-untyped-def]
+        self.draws.append(int(torch.randint(0, 2**62, (), generator=generator)))
+        return features, targets
+
+
+def test_stage_random_streams_do_not_depend_on_the_global_rng() -> None:
+    # A backbone whose construction draws from torch's global RNG (any real one does) must
+    # not change what the mix and features stages draw: their streams come from the seed.
+    def draws(consume: int) -> tuple[list[int], list[int]]:
+        mix, feats = Draws(), DrawsFeatures()
+
+        def build() -> torch.nn.Module:
+            torch.rand(consume)
+            return fixed_model()
+
+        trainer(sgd(epochs=2), [mix, feats], build=build).fit(Loader(steps=2), val())
+        return mix.draws, feats.draws
+
+    quiet, noisy = draws(0), draws(1000)
+    assert len(quiet[0]) == len(quiet[1]) == 4
+    assert quiet == noisy
+
+
+def test_batch_streams_are_independent_of_the_sample_augmentation_streams() -> None:
+    # The per-sample transform of sample i at epoch e and the mix stage of batch i at
+    # epoch e must not draw the same numbers.
+    class SampleDraws(Augmenter):
+        name = "sample-draws"
+
+        def __init__(self) -> None:
+            self.draws: set[int] = set()
+
+        def transform(self, image, generator):  # type: ignore[no-untyped-def]
+            self.draws.add(int(torch.randint(0, 2**62, (), generator=generator)))
+            return image
+
+    class MixDraws(Augmenter):
+        name = "mix-draws"
+
+        def __init__(self) -> None:
+            self.draws: list[int] = []
+
+        def mix(self, images, targets, generator):  # type: ignore[no-untyped-def]
+            self.draws += torch.randint(0, 2**62, (3,), generator=generator).tolist()
+            return images, targets
+
+    samples = pictures(4)
+    sample_stage, mix = SampleDraws(), MixDraws()
+    dataset = ImageSet(samples, 8, True, [sample_stage], seed=0)
+    train_loader = torch.utils.data.DataLoader(dataset, batch_size=1)
+
+    class Conv(Linear):
+        def build(self, num_classes, context):  # type: ignore[no-untyped-def]
+            return torch.nn.Sequential(torch.nn.Identity(), torch.nn.AdaptiveAvgPool2d(1),
+                                       torch.nn.Flatten(), torch.nn.Linear(3, num_classes))
+
+    Trainer(Conv(), lambda: Conv().build(3, None), sgd(epochs=2), [mix], "cpu", 0, scale,
+            3).fit(train_loader, [task()])
+    assert len(mix.draws) == 24
+    assert len(sample_stage.draws) == 8
+    assert sample_stage.draws.isdisjoint(mix.draws)

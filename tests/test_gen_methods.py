@@ -260,3 +260,44 @@ def test_tiny_generation_runs_single_threaded_and_restores_threads(
                                       torch.Generator())
     assert seen == [1]
     assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("method", ["sgid", "text2img"])
+def test_expand_rejects_labels_that_do_not_match_the_images(method: str,
+                                                            context: Context) -> None:
+    # One output per input: a labels list of another length is an error, never a silently
+    # shorter (or label-shifted) batch.
+    images = [im for im, _ in make_samples(3)]
+    params = {"language_enhancement": False} if method == "text2img" else {}
+    for labels in ([0, 1, 2, 0], [0, 1]):
+        aug = quick(method, context, **params)
+        with pytest.raises(ValueError, match="shorter|longer"):
+            aug.expand(images, labels, NAMES, torch.Generator().manual_seed(0))
+
+
+def test_instructpix2pix_edits_are_drawn_from_the_expand_generator(context: Context) -> None:
+    images = [im for im, _ in make_samples(4)]
+    labels = [0, 1, 2, 0]
+    runs = []
+    for global_seed, seed in ((5, 1), (6, 1), (5, 2)):
+        aug = quick("sgid_instructpix2pix", context)
+        torch.manual_seed(global_seed)  # the global RNG plays no part
+        aug.expand(images, labels, NAMES, torch.Generator().manual_seed(seed))
+        runs.append([i["prompt"] for i in aug.last_info])
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_diversecaption_class_without_summaries_gets_the_label_prompt(
+        context: Context) -> None:
+    # An untrained summariser can leave a class with no caption: its images then get the
+    # label sentence alone, with s* the similarity to that prompt.
+    aug: SGIDDiverseCaption = quick("sgid_diversecaption", context, caption="clip_filter")
+    aug.load_state({"summaries": {"0": [], "1": ["a shiny thing"]}})
+    out = aug.expand([im for im, _ in make_samples(2)], [0, 1], NAMES, torch.Generator())
+    assert all(o is not None for o in out)
+    first, second = aug.last_info
+    assert (first["caption"], first["prompt"]) == (None, "A picture of a red car")
+    assert isinstance(first["score"], float)
+    assert second["caption"] == "a shiny thing"
+    assert second["prompt"] == "A picture of a tabby cat, a shiny thing"

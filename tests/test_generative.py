@@ -371,3 +371,243 @@ def test_plugin_modules_import_without_heavy_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "4"
+
+
+# -- parameter errors, bounds, profiles and model overrides (what a user types) --------------
+
+
+@pytest.mark.parametrize(("param", "bad"), [
+    ("caption", "best"), ("prompt_mode", "all"), ("guidance_rule", "exact")])
+def test_choice_errors_name_the_parameter_the_value_and_every_valid_value(
+        param: str, bad: str) -> None:
+    from sgid_bench_plugins.sgid import CAPTION_MODES, GUIDANCE_RULES, PROMPT_MODES
+
+    valid = {"caption": CAPTION_MODES, "prompt_mode": PROMPT_MODES,
+             "guidance_rule": GUIDANCE_RULES}[param]
+    with pytest.raises(UserError) as err:
+        SGID(**{param: bad})
+    message = str(err.value)
+    assert message.startswith(f"--param {param}={bad!r} is not valid")
+    offered = message.split("use one of ", 1)[1].split(", ")
+    assert offered == list(valid)
+    for value in offered:  # every value the message suggests is accepted
+        assert getattr(SGID(**{param: value}), param) == value
+
+
+def test_label_template_error_gives_a_working_example() -> None:
+    with pytest.raises(UserError) as err:
+        SGID(label_template="A picture of a cat")
+    message = str(err.value)
+    assert message.startswith("--param label_template must contain {label}")
+    default = SGID().label_template
+    assert message.endswith(f"e.g. '{default}'")  # the example is the default template
+    assert SGID(label_template=default).prompt("cat", None) == [("A picture of a cat", 1.5)]
+
+
+def test_numeric_parameter_bounds() -> None:
+    # The documented ranges, edges included: strength in (0, 1], steps >= 1, resolution a
+    # positive multiple of 8, num_captions >= 1.
+    for ok in ({"strength": 1.0}, {"strength": 1e-3}, {"steps": 1}, {"resolution": 8},
+               {"resolution": 520}, {"num_captions": 1}):
+        aug = SGID(**ok)
+        assert all(getattr(aug, k) == v for k, v in ok.items())
+    for strength in (0.0, -0.5, 1.01):
+        with pytest.raises(UserError) as err:
+            SGID(strength=strength)
+        assert str(err.value).startswith(f"--param strength={strength} must be in (0, 1]")
+    for bad in ({"steps": 0}, {"steps": -3}, {"resolution": 0}, {"resolution": 4},
+                {"resolution": 12}, {"resolution": 500}):
+        with pytest.raises(UserError) as err:
+            SGID(**bad)
+        assert str(err.value).startswith(
+            "--param steps must be >= 1 and resolution a multiple of 8"), bad
+    with pytest.raises(UserError) as err:
+        SGID(num_captions=0)
+    assert str(err.value).startswith("--param num_captions must be >= 1")
+
+
+def test_quick_profile_uses_the_toy_worlds_settings_and_models() -> None:
+    from sgid_bench_plugins.sgid import TINY_SETTINGS, WORLD_MODELS, WORLD_SETTINGS
+
+    assert SGID.profile_params("quick", "world") == WORLD_SETTINGS
+    assert SGID.profile_params("quick", "world")["scheduler"] == "dpm"
+    assert SGID.profile_params("tiny", "shapes") == TINY_SETTINGS
+    assert WORLD_SETTINGS != TINY_SETTINGS
+    SGID(**SGID.profile_params("quick", "world"))  # valid parameters
+    used = SGID().models_used(Context(profile="quick"))
+    assert sorted(used) == ["captioner", "clip", "generator"]
+    for role, model in used.items():
+        assert model.startswith(f"world/{WORLD_MODELS[role]}@"), (role, model)
+
+
+def test_each_model_override_replaces_only_its_role() -> None:
+    paper = Context(profile="paper")
+    assert SGID(caption_model="my/blip", clip_model="my/clip").models_used(paper) == {
+        "generator": PAPER_MODELS["generator"], "captioner": "my/blip", "clip": "my/clip"}
+    assert SGID(caption_model="my/blip").models_used(paper)["clip"] == PAPER_MODELS["clip"]
+
+
+def test_scheduler_parameter_sets_the_generators_scheduler(context: Context) -> None:
+    default = quick_sgid(context)._model("generator").scheduler
+    ddim = quick_sgid(context, scheduler="ddim")._model("generator").scheduler
+    assert type(ddim).__name__ == "DDIMScheduler"
+    assert type(default).__name__ != "DDIMScheduler"  # "default" keeps the model's own
+
+
+def test_caption_min_length_holds_even_when_blip_would_stop_at_once(
+        context: Context, images: list[Image.Image], monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+
+    # A BLIP that always wants to end the caption at once: its length is then exactly the
+    # minimum (which counts the start token). The random-weight BLIP never stops early.
+    model, processor = captioning._load_blip("tiny/blip", context)
+    eager = copy.deepcopy(model)
+    with torch.no_grad():
+        eager.text_decoder.cls.predictions.bias[eager.config.text_config.sep_token_id] += 1e3
+    monkeypatch.setattr(captioning, "_load_blip", lambda mid, ctx: (eager, processor))
+    tok = processor.tokenizer
+    for low in (4, 7):
+        aug = quick_sgid(context, caption="beam", caption_min_length=low)
+        pools = aug.caption_pools(images[:2], [0, 1], NAMES, torch.Generator())
+        assert [len(tok(p[0], add_special_tokens=False).input_ids) for p in pools] == [low - 1] * 2
+
+
+# -- caption sources and choice ------------------------------------------------------------
+
+
+def test_nucleus_top_p_bounds_the_sampling(context: Context, images: list[Image.Image]
+                                           ) -> None:
+    def pools(caption: str, top_p: float, seed: int) -> list[list[str]]:
+        aug = quick_sgid(context, caption=caption, top_p=top_p, num_captions=2)
+        return aug.caption_pools(images, [0] * 4, NAMES, torch.Generator().manual_seed(seed))
+
+    # With a vanishing top_p the nucleus is the single most likely token: no randomness.
+    for caption in ("nucleus", "random"):
+        assert pools(caption, 1e-6, 0) == pools(caption, 1e-6, 1)
+    assert pools("nucleus", 0.9, 0) != pools("nucleus", 0.9, 1)
+
+
+def test_nucleus_captions_follow_the_given_generator(context: Context,
+                                                     images: list[Image.Image]) -> None:
+    aug = quick_sgid(context, caption="nucleus")
+    torch.manual_seed(11)
+    first = aug.caption_pools(images, [0] * 4, NAMES, torch.Generator().manual_seed(4))
+    torch.manual_seed(12)  # the global RNG plays no part
+    again = aug.caption_pools(images, [0] * 4, NAMES, torch.Generator().manual_seed(4))
+    other = aug.caption_pools(images, [0] * 4, NAMES, torch.Generator().manual_seed(5))
+    assert first == again
+    assert first != other
+
+
+def test_beam_caption_is_the_top_beam_whatever_the_seed(context: Context,
+                                                        images: list[Image.Image]) -> None:
+    aug = quick_sgid(context, caption="beam")
+    top = aug._model("captioner").beam(images, 1, aug.num_beams)
+    for seed in range(3):
+        assert aug.caption_pools(images, [0] * 4, NAMES,
+                                 torch.Generator().manual_seed(seed)) == top
+        chosen, _ = aug.choose_captions(images, [0] * 4, NAMES,
+                                        torch.Generator().manual_seed(seed))
+        assert chosen == [p[0] for p in top]
+
+
+def test_random_caption_is_drawn_uniformly_from_the_generator(
+        context: Context, images: list[Image.Image]) -> None:
+    aug = quick_sgid(context, caption="random", num_captions=2)
+    clip = aug._model("clip")
+    not_best = 0
+    for seed in range(4):
+        gen = torch.Generator().manual_seed(seed)
+        pools = aug.caption_pools(images, [0] * 4, NAMES, gen)
+        picks = captioning.choose(pools, None, "random", gen)  # the same stream, continued
+        torch.manual_seed(100 + seed)  # the global RNG plays no part
+        chosen, s = aug.choose_captions(images, [0] * 4, NAMES,
+                                        torch.Generator().manual_seed(seed))
+        assert chosen == [p[j] for p, j in zip(pools, picks, strict=True)]
+        scores = clip.image_text(images, pools)
+        for sc, j, v in zip(scores, picks, s, strict=True):
+            assert v == pytest.approx(sc[j], abs=1e-6)  # s* of the drawn caption
+            not_best += sc[j] < max(sc)
+    assert not_best > 0  # not the CLIP filter's choice
+
+
+def test_random_caption_with_fixed_guidance_needs_no_clip(
+        context: Context, images: list[Image.Image]) -> None:
+    aug = quick_sgid(context, caption="random", guidance_mapping=False, guidance_scale=4.0)
+    assert "clip" not in aug.models_used(context)
+    chosen, s = aug.choose_captions(images, [0] * 4, NAMES, torch.Generator().manual_seed(0))
+    assert all(isinstance(c, str) for c in chosen)
+    assert s == [None] * 4
+    aug.expand(images, [0, 1, 2, 0], NAMES, torch.Generator().manual_seed(0))
+    assert [(i["score"], i["guidance"]) for i in aug.last_info] == [(None, 4.0)] * 4
+    assert "clip" not in aug._models
+
+
+# -- prompts and guidance at the edges -----------------------------------------------------
+
+
+def test_caption_only_without_a_caption_is_the_empty_prompt() -> None:
+    aug = SGID(prompt_mode="caption_only")
+    assert aug.prompt("cat", None) == []
+    assert aug.prompt("cat", "") == []
+    assert aug.prompt("cat", "a cat") == [("a cat", 0.9)]
+
+
+def test_an_empty_prompt_gets_guidance_one_and_no_score(
+        context: Context, images: list[Image.Image]) -> None:
+    for rule in ("diffusers", "literal"):
+        aug = quick_sgid(context, prompt_mode="none", guidance_rule=rule)
+        assert "clip" not in aug.models_used(context)
+        aug.expand(images[:2], [0, 1], NAMES, torch.Generator().manual_seed(0))
+        assert [(i["prompt"], i["score"], i["guidance"]) for i in aug.last_info] == [
+            ("", None, 1.0)] * 2
+    aug = quick_sgid(context, guidance_rule="literal")
+    g, s = aug.guidance(images[:2], ["", "A picture of a red car"], [None, None])
+    assert (g[0], s[0]) == (1.0, None)
+    assert s[1] is not None
+    assert g[1] == pytest.approx(-4 * s[1] ** 2 + 2 * s[1] + 1)
+
+
+def test_sgid_output_is_img2img_of_its_prompt_at_the_noise_rate(
+        context: Context, images: list[Image.Image]) -> None:
+    # No caption and fixed guidance: the output is exactly one img2img call with the
+    # weighted label sentence, at the given strength, from the expand generator.
+    labels = [0, 1]
+    outs = {}
+    for strength in (0.25, 1.0):
+        aug = quick_sgid(context, caption="none", guidance_mapping=False, strength=strength)
+        outs[strength] = aug.expand(images[:2], labels, NAMES, torch.Generator().manual_seed(3))
+        expected = diffusion.run(
+            aug._model("generator"), "img2img",
+            [[(f"A picture of a {NAMES[y]}", 1.5)] for y in labels], [7.5, 7.5],
+            torch.Generator().manual_seed(3), images=images[:2], size=QUICK["resolution"],
+            steps=QUICK["steps"], strength=strength)
+        assert [o.tobytes() for o in outs[strength]] == [
+            e.resize(im.size, Image.Resampling.BICUBIC).tobytes()
+            for e, im in zip(expected, images, strict=False)]
+    assert outs[0.25][0].tobytes() != outs[1.0][0].tobytes()
+
+
+# -- filters and the augmenter protocol ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flag", "key", "other"), [
+    ("prompt_filter", "prompt_score", "original_score"),
+    ("original_filter", "original_score", "prompt_score")])
+def test_each_class_mean_filter_alone_records_its_score(
+        context: Context, images: list[Image.Image], flag: str, key: str, other: str) -> None:
+    aug = quick_sgid(context, **{flag: True})
+    out = aug.expand(images[:2], [0, 1], NAMES, torch.Generator().manual_seed(0))
+    assert all(o is not None for o in out)  # only the label filter drops during expand
+    for info in aug.last_info:
+        assert isinstance(info[key], float)
+        assert other not in info
+
+
+def test_an_augmenter_before_setup(images: list[Image.Image]) -> None:
+    aug = SGID(**QUICK)
+    assert aug.last_info == []  # the ReportsInfo hook holds a list from the start
+    with pytest.raises(RuntimeError, match="sgid: call setup"):
+        _ = aug.context
+    with pytest.raises(RuntimeError, match="sgid: call setup"):
+        aug.expand(images[:1], [0], NAMES, torch.Generator())

@@ -160,3 +160,88 @@ def test_complete_cache_is_read_without_writing(
     assert pixels(again) == pixels(first)
     with pytest.raises(UserError, match="cannot be written .* misses 2 image"):
         expand_samples(Shift(), make_samples(10), NAMES, key=KEY, seed=0, context=ctx)
+
+
+def test_a_batch_size_of_one_generates_one_image_per_call(tmp_path: Path) -> None:
+    ctx = Context(cache_dir=tmp_path, gen_batch_size=1)
+    key = effective_key(Shift, KEY, ctx)
+    assert key == {**KEY, "gen_batch_size": 1}
+    # Nothing below one: a zero or negative batch size means one image a call.
+    assert effective_key(Shift, KEY, Context(cache_dir=tmp_path, gen_batch_size=0)) == key
+    aug = Shift()
+    result = generate(aug, make_samples(3), NAMES, key=KEY, seed=0, context=ctx)
+    assert aug.calls == [[0], [1], [2]]
+    assert result.path == cache_path(key, ctx)
+    zero = Shift()
+    generate(zero, make_samples(3), NAMES, key=KEY, seed=0,
+             context=Context(cache_dir=tmp_path, gen_batch_size=0))
+    assert zero.calls == []  # the same images as batch size 1: read from the cache
+
+
+class Streams(Shift):
+    """Records the seed of every generator expand is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seeds: list[Any] = []
+
+    def expand(self, images: list[Image.Image], labels: list[int], class_names: list[str],
+               generator: Any) -> list[Image.Image | None]:
+        self.seeds.append([g.initial_seed() for g in generator]
+                          if isinstance(generator, list) else generator.initial_seed())
+        return list(images)
+
+
+class PerImageStreams(Streams):
+    per_image_generators = True
+
+
+def test_generation_streams_are_derived_from_seed_and_index(tmp_path: Path) -> None:
+    # The streams are part of what a cache folder holds, and its key does not name the
+    # code version: a generation resumed by another version must draw the same streams,
+    # or one folder would mix images of two. Batch generators are seeded from
+    # ("expand", seed, first index of the batch), per-image ones from ("expand", seed,
+    # index) -- the documented (seed, index) seeding.
+    from sgid_bench.rng import derive_seed
+
+    ctx = Context(cache_dir=tmp_path, gen_batch_size=4)
+    batch = Streams()
+    generate(batch, make_samples(10), NAMES, key=KEY, seed=3, context=ctx)
+    assert batch.seeds == [derive_seed("expand", 3, b) for b in (0, 4, 8)]
+    per_image = PerImageStreams()
+    generate(per_image, make_samples(10), NAMES, key=KEY, seed=3, context=ctx)
+    assert per_image.seeds == [[derive_seed("expand", 3, i) for i in range(b, min(b + 4, 10))]
+                               for b in (0, 4, 8)]
+
+
+def test_per_image_generation_depends_on_the_seed(tmp_path: Path) -> None:
+    def run(seed: int) -> list[tuple[bytes, int]]:
+        ctx = Context(cache_dir=tmp_path / f"s{seed}", gen_batch_size=4)
+        return pixels(expand_samples(PerImageShift(), make_samples(6), NAMES, key=KEY,
+                                     seed=seed, context=ctx))
+
+    assert run(0) != run(1)
+
+
+def test_a_read_only_cache_folder_is_found_before_any_model_is_loaded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the cache is read-only (a shared, mounted cache); the temp folder is writable.
+    import errno
+    import tempfile
+
+    cache_dir = tmp_path / "cache"
+    real = tempfile.TemporaryFile
+
+    def temporary_file(*args: Any, dir: Any = None, **kwargs: Any) -> Any:
+        if dir is not None and Path(dir).is_relative_to(cache_dir):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+    aug = Shift()
+    with pytest.raises(UserError, match=r"generation cache .* cannot be written \(Read-only "
+                                        r"file system\) and misses 4 image\(s\): make it "
+                                        r"writable or pass another --cache-dir"):
+        expand_samples(aug, make_samples(4), NAMES, key=KEY, seed=0,
+                       context=Context(cache_dir=cache_dir, gen_batch_size=4))
+    assert (aug.setups, aug.calls) == (0, [])

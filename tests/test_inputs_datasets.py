@@ -159,3 +159,38 @@ def test_one_class_dataset_is_rejected_when_loading(tmp_path: Path) -> None:
     resolved = resolve(RunSpec(dataset=f"imagefolder:{tmp_path / 'pics'}"), context)
     with pytest.raises(UserError, match="at least two"):
         load_splits(resolved, context, None)
+
+
+def test_the_class_count_error_says_what_was_found_and_how_to_fix_it() -> None:
+    from sgid_bench.data import check_classes
+
+    how = (r"a classification benchmark needs at least two; add class folders "
+           r"\(imagefolder: PATH/<class>/\)")
+    with pytest.raises(UserError, match=r"dataset 'pics' has 0 class\(es\) \(none\): " + how):
+        check_classes("pics", [])
+    with pytest.raises(UserError, match=r"dataset 'pics' has 1 class\(es\) \(ant\): " + how):
+        check_classes("pics", ["ant"])
+
+
+def test_training_labels_of_two_classes_pass_and_of_one_class_do_not() -> None:
+    from sgid_bench.data import check_classes
+
+    check_classes("pics", ["ant", "bee"], [0, 1, 1])
+    check_classes("pics", ["ant", "bee", "cat"], [2, 0])
+    check_classes("pics", ["ant", "bee"])  # labels unknown without decoding: not read
+    with pytest.raises(UserError, match="dataset 'pics': every training image has the same "
+                       "label; a classification benchmark needs images of at least two "
+                       "classes"):
+        check_classes("pics", ["ant", "bee"], [1, 1, 1])
+
+
+def test_the_class_check_names_the_dataset(tmp_path: Path) -> None:
+    from sgid_bench.config import RunSpec, resolve
+    from sgid_bench.data import check_dataset
+
+    make_image_tree(tmp_path / "pics", ["ant"], 4)
+    spec = RunSpec(dataset=f"imagefolder:{tmp_path / 'pics'}")
+    context = Context(data_root=tmp_path)
+    with pytest.raises(UserError) as err:
+        check_dataset(resolve(spec, context), context)
+    assert str(err.value).startswith(f"dataset {spec.dataset!r} has 1 class(es) (ant)")

@@ -73,3 +73,56 @@ def test_a_mix_stage_producing_nan_fails_the_run() -> None:
                 "cpu", 0, lambda x: x.float() / 255, 3)
     with pytest.raises(DivergedError, match="epoch 1"):
         t.fit(loader(), loader())
+
+
+def test_unknown_optimizer_and_schedule_name_the_known_ones() -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from sgid_bench.train import make_optimizer, make_schedule
+
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    with pytest.raises(ValueError, match=r"unknown optimizer 'lamb'; use sgd or adamw"):
+        make_optimizer(SimpleNamespace(optimizer="lamb", lr=0.1), params)  # type: ignore[arg-type]
+    opt = torch.optim.SGD(params, lr=0.1)
+    with pytest.raises(ValueError, match=r"unknown schedule 'cosine'; use multistep or linear"):
+        make_schedule(SimpleNamespace(schedule="cosine"), opt, 3)  # type: ignore[arg-type]
+
+
+def test_divergence_message_names_epoch_loss_and_both_remedies() -> None:
+    from sgid_bench.train import DivergedError, check_finite
+
+    check_finite(1.5, 0)
+    with pytest.raises(DivergedError, match=(
+            r"^training diverged at epoch 3 \(loss nan\): lower the learning rate "
+            r"\(--param train\.lr=\.\.\.\) or check the method's mix / features stage$")):
+        check_finite(float("nan"), 2)
+
+
+def test_a_backbone_without_feature_layers_names_the_features_stages() -> None:
+    import torch
+
+    from sgid_bench.api import Backbone
+    from sgid_bench.train import FeatureHook
+
+    class NoLayers(Backbone):
+        name = "no-layers"
+
+        def build(self, num_classes, context):  # type: ignore[no-untyped-def]
+            return torch.nn.Linear(1, 1)
+
+        def feature_layer(self, model, layer="stem"):  # type: ignore[no-untyped-def]
+            return None
+
+    class Named:
+        name = "moex"
+        layer = "stem"
+
+    class Nameless:
+        layer = "stem"
+
+    with pytest.raises(UserError, match=(
+            r"^backbone 'no-layers' exposes no feature layer for moex, Nameless: use another "
+            r"backbone or method$")):
+        FeatureHook(NoLayers(), torch.nn.Linear(1, 1), [Named(), Nameless()])  # type: ignore[list-item]

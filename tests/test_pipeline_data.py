@@ -5,6 +5,7 @@ random resized crop of the image at its own resolution (above CIFAR size)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -105,3 +106,137 @@ def test_cifar_size_training_keeps_the_padded_random_crop_in_memory() -> None:
         assert tuple(image.shape) == (3, 32, 32)
         shifted += bool((image == 0).all(dim=0).any())  # a zero-padded border came in
     assert shifted > 0
+
+
+# -- resampling, the CIFAR-size crop, what is held in memory ------------------------------
+
+
+def checkerboard(side: int) -> Image.Image:
+    """Alternating black and white pixels: any downscaling without antialiasing aliases."""
+    a = np.zeros((side, side, 3), dtype=np.uint8)
+    a[::2, ::2] = a[1::2, 1::2] = 255
+    return Image.fromarray(a)
+
+
+def test_eval_downscaling_is_antialiased() -> None:
+    # 240 -> 80: averaged, a one-pixel checkerboard is an even grey; point-sampled it is
+    # black and white (what the recipes' antialias=True avoids).
+    image = ImageSet([(checkerboard(240), 0)], 80, train=False)[0][0].float()
+    assert abs(float(image.mean()) - 127.5) < 3
+    assert float(image.std()) < 10
+
+
+def test_training_crops_are_antialiased_too() -> None:
+    dataset = ImageSet([(checkerboard(240), 0)], 80, train=True, seed=0)
+    spreads = []
+    for epoch in range(16):
+        dataset.epoch = epoch
+        spreads.append(float(dataset[0][0].float().std()))
+    # Crops of 1.5x the input side or more are shrunk: averaged, they come out grey.
+    assert sum(s < 10 for s in spreads) >= 4, spreads
+
+
+def uniform(side: int, level: int = 200) -> Image.Image:
+    return Image.new("RGB", (side, side), (level, level, level))
+
+
+def padded_border(image: torch.Tensor) -> int:
+    """Width of the widest all-zero margin (rows or columns) along one edge."""
+    rows = (image == 0).all(dim=0).all(dim=1).tolist()
+    cols = (image == 0).all(dim=0).all(dim=0).tolist()
+    widths = []
+    for line in (rows, cols):
+        widths.append(next((k for k, z in enumerate(line) if not z), len(line)))
+        widths.append(next((k for k, z in enumerate(line[::-1]) if not z), len(line)))
+    return max(widths)
+
+
+def test_cifar_size_crops_pad_by_four_pixels() -> None:
+    dataset = ImageSet([(uniform(32), 0)], 32, train=True, seed=0)
+    borders = []
+    for epoch in range(64):
+        dataset.epoch = epoch
+        borders.append(padded_border(dataset[0][0]))
+    assert max(borders) == 4  # shifted by up to the padding, never more
+
+
+def test_an_input_side_of_64_is_still_cifar_size() -> None:
+    assert SMALL_IMAGE_MAX == 64
+    at_limit = ImageSet([(uniform(64), 0)], 64, train=True, seed=0)
+    assert at_limit.in_memory  # held at 64 px and padded-cropped from there
+    borders = []
+    for epoch in range(16):
+        at_limit.epoch = epoch
+        borders.append(padded_border(at_limit[0][0]))
+    assert 0 < max(borders) <= 4  # zero padding shows: the CIFAR crop, not a resized crop
+    assert not ImageSet([(uniform(65), 0)], 65, train=True, seed=0).in_memory
+
+
+def test_sets_up_to_the_memory_limit_are_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sgid_bench import data
+
+    monkeypatch.setattr(data, "IN_MEMORY_BYTES", 2 * 3 * 8 * 8)  # two 8 x 8 RGB images
+    two = [(uniform(8), 0), (uniform(8), 1)]
+    assert ImageSet(two, 8, train=False).in_memory  # exactly at the limit
+    assert not ImageSet([*two, (uniform(8), 0)], 8, train=False).in_memory
+    assert not ImageSet(two, 9, train=False).in_memory  # 2 x 3 x 9 x 9 bytes
+    over = ImageSet([*two, (uniform(8), 0)], 8, train=False)
+    assert [over[i][1] for i in range(3)] == [0, 1, 0]  # decoded per sample instead
+
+
+class Counting(list):  # type: ignore[type-arg]
+    """Samples that count how often an image is fetched (decoded)."""
+
+    reads = 0
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        Counting.reads += 1
+        return super().__getitem__(i)
+
+
+def test_held_images_are_not_decoded_again() -> None:
+    samples = Counting([(uniform(8, 10 * i), i % 2) for i in range(4)])
+    for train in (False, True):
+        dataset = ImageSet(samples, 8, train=train, seed=0)
+        assert dataset.in_memory
+        Counting.reads = 0
+        items = [dataset[i] for i in range(4)]
+        assert Counting.reads == 0
+        assert [label for _, label in items] == [0, 1, 0, 1]
+    assert int(ImageSet(samples, 8, train=False)[3][0].max()) == 30
+
+
+def test_greyscale_and_transparent_images_become_rgb() -> None:
+    grey = Image.new("L", (8, 8), 77)
+    rgba = Image.new("RGBA", (8, 8), (10, 20, 30, 40))
+    for train in (False, True):
+        for size in (8, 80):
+            dataset = ImageSet([(grey, 0), (rgba, 1)], size, train=train, seed=0)
+            assert tuple(dataset[0][0].shape) == tuple(dataset[1][0].shape) == (3, size, size)
+    image = ImageSet([(grey, 0), (rgba, 1)], 8, train=False)[1][0]
+    assert image[:, 4, 4].tolist() == [10, 20, 30]
+
+
+class Noise:
+    """A transform stage adding noise drawn from the generator it is given."""
+
+    name = "noise"
+
+    def transform(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randint(0, 50, image.shape, generator=generator, dtype=torch.uint8)
+        return image // 2 + noise
+
+
+def test_transform_stages_draw_from_the_per_sample_seeded_generator() -> None:
+    samples = [(uniform(8), 0), (uniform(8), 1)]
+
+    def images(seed: int, epoch: int) -> list[torch.Tensor]:
+        dataset = ImageSet(samples, 8, True, [Noise()], seed=seed)  # type: ignore[list-item]
+        dataset.epoch = epoch
+        return [dataset[i][0] for i in range(len(samples))]
+
+    first = images(0, 0)
+    torch.rand(5)  # the global RNG plays no part
+    assert all(torch.equal(a, b) for a, b in zip(first, images(0, 0), strict=True))
+    assert not torch.equal(first[0], images(0, 1)[0])  # another epoch, other noise
+    assert not torch.equal(first[0], images(1, 0)[0])  # another seed, other noise

@@ -156,3 +156,11 @@ def test_an_unknown_layer_names_the_known_ones(name: str) -> None:
     model = backbone.build(3, Context(profile="tiny"))
     with pytest.raises(UserError, match="no feature layer 'C9': use --param layer=stem or "):
         FeatureHook(backbone, model, [augmenter_class("moex")(layer="C9")])
+
+
+def test_linear_schedule_with_one_step_per_epoch_reaches_zero() -> None:
+    trainer = Trainer(Linear(), lambda: Linear().build(3, None),
+                      Recipe(lr=0.01, epochs=2, schedule="linear"), [], "cpu", 0,
+                      lambda x: x.float() / 255, 3)
+    history = trainer.fit(loader(1), loader(1)).history
+    assert [h["lr"] for h in history] == pytest.approx([0.005, 0.0])

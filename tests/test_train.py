@@ -97,3 +97,134 @@ def test_evaluate_counts_top1_top5_and_per_class() -> None:
     assert ev.top1 == pytest.approx(50.0)
     assert ev.top5 == pytest.approx(100.0)
     assert ev.per_class == {"a": 100.0, "b": 0.0, "c": 0.0}
+
+
+class DoubleChannelZero:
+    """A features stage that doubles channel 0 (dim 1 of what it sees) and records the
+    shape it sees."""
+
+    name = "double-channel-zero"
+    layer = "stem"
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def features(self, features, targets, generator):  # type: ignore[no-untyped-def]
+        self.shapes.append(tuple(features.shape))
+        out = features.clone()
+        out[:, 0] = out[:, 0] * 2
+        return out, targets
+
+
+class Emit(torch.nn.Module):
+    """The layer under the hook: returns its input, alone or first in a tuple."""
+
+    def __init__(self, extra: tuple[object, ...] | None = None) -> None:
+        super().__init__()
+        self.extra = extra
+
+    def forward(self, x: torch.Tensor) -> object:
+        return x if self.extra is None else (x, *self.extra)
+
+
+class At(Backbone):
+    """A backbone whose feature layer is a given one."""
+
+    name = "at-test"
+
+    def __init__(self, layer: FeatureLayer | None) -> None:
+        self.at = layer
+
+    def build(self, num_classes, context):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def feature_layer(self, model, layer="stem"):  # type: ignore[no-untyped-def]
+        return self.at
+
+
+def rewritten(x: torch.Tensor, channel_dim: int,
+              extra: tuple[object, ...] | None = None) -> tuple[object, DoubleChannelZero]:
+    module = Emit(extra)
+    stage = DoubleChannelZero()
+    hook = FeatureHook(At(FeatureLayer(module, channel_dim)), module, [stage])  # type: ignore[list-item]
+    hook.targets = torch.eye(3)[: len(x)]
+    module.train()
+    out = module(x)
+    hook.remove()
+    return out, stage
+
+
+def test_feature_hook_rewrites_the_first_element_of_a_tuple_output() -> None:
+    x = torch.randn(2, 3, 4, 5)
+    aux = torch.ones(1)
+    out, stage = rewritten(x, 1, ("aux", aux))
+    assert isinstance(out, tuple)
+    assert len(out) == 3
+    expected = x.clone()
+    expected[:, 0] *= 2
+    torch.testing.assert_close(out[0], expected)
+    assert out[1] == "aux"
+    assert out[2] is aux
+    assert stage.shapes == [(2, 3, 4, 5)]
+
+
+@pytest.mark.parametrize("channel_dim", [-1, 2])
+def test_feature_hook_gives_token_layers_channels_first_and_restores_them(
+        channel_dim: int) -> None:
+    # N x L x D tokens (channels last): the stage sees N x D x L, the model N x L x D back.
+    x = torch.randn(2, 5, 3)
+    out, stage = rewritten(x, channel_dim)
+    assert stage.shapes == [(2, 3, 5)]
+    expected = x.clone()
+    expected[:, :, 0] *= 2  # channel 0 of every token
+    torch.testing.assert_close(out, expected)
+
+
+def test_feature_hook_leaves_channels_first_sequences_alone() -> None:
+    x = torch.randn(2, 3, 5)  # N x C x L, channels at dim 1
+    out, stage = rewritten(x, 1)
+    assert stage.shapes == [(2, 3, 5)]
+    expected = x.clone()
+    expected[:, 0] *= 2
+    torch.testing.assert_close(out, expected)
+
+
+def test_feature_hook_is_inert_until_targets_are_given() -> None:
+    model = Linear().build(3, None)
+    hook = FeatureHook(Linear(), model, [Doubler()])  # type: ignore[list-item]
+    assert hook.layer is not None
+    assert hook.layer.module is model[0]
+    model.train()
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model[1](x.flatten(1)))
+    hook.remove()
+    assert FeatureHook(Linear(), model, []).layer is None
+
+
+def test_evaluate_averages_loss_and_counts_top5_over_every_batch() -> None:
+    table = torch.tensor([[5.0, 4, 3, 2, 1, 0, -1], [0.0, 1, 2, 3, 4, 5, 6],
+                          [1.0, 0, 0, 0, 0, 0, 0]])
+
+    class Lookup(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return table[x.flatten(1)[:, 0].long()]
+
+    def batch(rows: list[int], labels: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor(rows).view(-1, 1, 1, 1), torch.tensor(labels)
+
+    # Row 0 / label 4: top-5 hit; row 1 / label 1: miss; row 2 / label 0: top-1 hit.
+    loader = [batch([0, 2], [4, 0]), batch([1], [1])]
+    ev = evaluate(Lookup(), loader, lambda x: x, "cpu", 7)
+    logits = table[[0, 2, 1]]
+    labels = torch.tensor([4, 0, 1])
+    assert ev.loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels)))
+    assert ev.top1 == pytest.approx(100 / 3)
+    assert ev.top5 == pytest.approx(200 / 3)
+    one = evaluate(Lookup(), [batch([2], [0])], lambda x: x, "cpu", 7)
+    assert (one.top1, one.top5) == (100.0, 100.0)
+    one_loss = torch.nn.functional.cross_entropy(table[[2]], torch.tensor([0]))
+    assert one.loss == pytest.approx(float(one_loss))
+    # Per-class accuracy in percent, to 4 decimals: one of three class-0 images right.
+    thirds = evaluate(Lookup(), [batch([2, 1, 1], [0, 0, 0])], lambda x: x, "cpu", 7)
+    assert thirds.per_class == {"0": 33.3333}
