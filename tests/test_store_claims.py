@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -275,37 +276,38 @@ def test_reap_logs_the_lines_it_returns_and_dates_the_failure(
     assert caplog.records == []
 
 
-def test_a_finish_between_reading_and_reaping_wins(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def _reap_while(store: Store, monkeypatch: pytest.MonkeyPatch,
+                meanwhile: Callable[[int], None]) -> list[Any]:
+    """Reap a stale claim while ``meanwhile(run_id)`` happens between reap's reading of
+    the row and its judging it stale."""
     run_id = store.claim("h", 0, **fields())
     assert run_id is not None
     _set_heartbeat(store, run_id, store.lease_s + 30)
     judge = store._stale
 
-    def finish_meanwhile(*args: Any) -> str | None:
-        store.finish(run_id, top1=5.0)  # the worker was only slow
+    def judge_after(*args: Any) -> str | None:
+        meanwhile(run_id)
         return judge(*args)
 
-    monkeypatch.setattr(store, "_stale", finish_meanwhile)
-    assert store.reap() == []
+    monkeypatch.setattr(store, "_stale", judge_after)
+    return store.reap()
+
+
+def test_a_finish_between_reading_and_reaping_wins(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker was only slow: it finishes while reap decides.
+    assert _reap_while(store, monkeypatch, lambda run_id: store.finish(run_id, top1=5.0)) == []
     row = store.get("h", 0)
     assert (row.status, row.top1, row.error) == (DONE, 5.0, None)
 
 
 def test_a_new_claim_between_reading_and_reaping_wins(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    run_id = store.claim("h", 0, **fields())
-    assert run_id is not None
-    _set_heartbeat(store, run_id, store.lease_s + 30)
-    judge = store._stale
-
-    def claimed_meanwhile(*args: Any) -> str | None:
-        # Another worker reaps and re-claims it first: a new token, a fresh heartbeat.
+    # Another worker reaps and re-claims it first: a new token, a fresh heartbeat.
+    def claimed(run_id: int) -> None:
         _as_other_worker(store, run_id, host="new-host", pid=9, scope=None, heartbeat_age_s=0)
-        return judge(*args)
 
-    monkeypatch.setattr(store, "_stale", claimed_meanwhile)
-    assert store.reap() == []
+    assert _reap_while(store, monkeypatch, claimed) == []
     row = store.get("h", 0)
     assert (row.status, row.host, row.error) == (RUNNING, "new-host", None)
 
