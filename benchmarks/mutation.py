@@ -102,11 +102,12 @@ def write_pyproject(work: Path, section: dict[str, object]) -> None:
 
 
 def survived(work: Path, env: dict[str, str]) -> list[str]:
-    """Names of the mutants whose last verdict in ``work`` is "survived"."""
+    """Names of the mutants whose last verdict in ``work`` is "survived" or "no tests" (a
+    test added since may now cover them)."""
     out = subprocess.run([sys.executable, "-m", "mutmut", "results"], cwd=work, env=env,
                          capture_output=True, text=True).stdout
     return [line.strip().rpartition(":")[0] for line in out.splitlines()
-            if line.strip().endswith(": survived")]
+            if line.strip().endswith((": survived", ": no tests"))]
 
 
 def main() -> int:
@@ -117,8 +118,8 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true",
                         help="discard earlier results of this selection")
     parser.add_argument("--rerun-survivors", action="store_true",
-                        help="after resuming, test the earlier survivors again (new tests "
-                             "do not reset mutmut's verdicts)")
+                        help="after resuming, test the earlier survivors and uncovered "
+                             "mutants again (new tests do not reset mutmut's verdicts)")
     parser.add_argument("--list", action="store_true", help="list the modules and tests")
     args = parser.parse_args()
     if args.list:

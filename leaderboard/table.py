@@ -491,7 +491,8 @@ def _mark_budgets(table: Table) -> None:
             continue
         table.budget_keys[key] = varying
         for row in rows:
-            texts = sorted({budget_text(budget(c.config), varying) for c in row.cells.values()})
+            texts = sorted({t for c in row.cells.values()
+                            if (t := budget_text(budget(c.config), varying))})
             if not {p for t in texts for p in t.split(", ")} <= set(row.variant.split(", ")):
                 row.budget_label = "; ".join(texts)
         what = f"{key[0]} profile" + (", tiny models" if key[1] else "")
@@ -530,7 +531,10 @@ def _rank(table: Table) -> None:
         what = f"{profile} profile" + (", tiny models" if tiny else "")
         varying = table.budget_keys.get(rows[0].family)
         if varying:
-            what += f", {budget_text(budget(rows[0].cells[columns[0]].config), varying)}"
+            texts = sorted({t for d in columns
+                            if (t := budget_text(budget(rows[0].cells[d].config), varying))})
+            if texts:
+                what += f", {'; '.join(texts)}"
         table.ranking.notes.append(
             f"ranks cover the {what} rows with a result on {', '.join(columns)}; "
             f"{left_out} other row(s) are left out")

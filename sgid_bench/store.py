@@ -69,6 +69,7 @@ DEFAULT_LEASE_S = 300.0
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 RUNNING, DONE, FAILED = "running", "done", "failed"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_WAL_ATTEMPTS = 5  # tries to switch a new SQLite file to WAL while others open it too
 _PG_LOCK = 5120931  # advisory lock id that serialises schema work on PostgreSQL
 # Columns that identify an sgid-bench ``runs`` table written before migrations existed.
 _LEGACY_COLUMNS = {"config_hash", "seed", "method", "backbone", "status", "config", "started_at"}
@@ -275,8 +276,7 @@ class Store:
             raise NoStore(f"no results database at {path}: run `sgid-bench run` or "
                             "`sgid-bench sweep` first, or pass --db (or set SGID_BENCH_DB) to "
                             "the store your runs wrote to")
-        if parsed.query.get("uri"):
-            return parsed
+        # Rebuilt even from a file: URI, whose own query may lack mode=ro (or say rw).
         return parsed.set(database=f"file:{quote(str(path.resolve()))}",
                           query={**parsed.query, "mode": "ro", "uri": "true"})
 
@@ -307,8 +307,8 @@ class Store:
             return
         with self.engine.connect() as conn:
             result = conn.exec_driver_sql("PRAGMA quick_check").scalar()
-        if result != "ok":
-            raise UserError(self._corrupt(str(result)))
+        if result != "ok":  # quick_check's finding may span lines: the message is one
+            raise UserError(self._corrupt(" ".join(str(result).split())))
 
     def _corrupt(self, reason: str) -> str:
         return (f"database {self.where} is corrupted or not a SQLite file ({reason}); nothing "
@@ -359,10 +359,26 @@ class Store:
             conn.execute(text(f"SELECT pg_advisory_xact_lock({_PG_LOCK})"))
         elif self.engine.dialect.name == "sqlite":
             if not self.in_memory:
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # persistent; not in a txn
-                conn.commit()
+                self._set_wal(conn)
             # Take the write lock before looking: concurrent creators queue here.
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @staticmethod
+    def _set_wal(conn: Connection) -> None:
+        # Persistent, and only outside a transaction. SQLite answers "locked" at once,
+        # without its busy timeout, while another opener holds the write lock: wait for
+        # that lock the way that does honour the timeout, then try again.
+        for attempt in range(_WAL_ATTEMPTS):
+            try:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                conn.commit()
+                return
+            except OperationalError:
+                conn.rollback()
+                if attempt == _WAL_ATTEMPTS - 1:
+                    raise
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.rollback()
 
     def _upgrade(self, conn: Connection, legacy: bool) -> None:
         from alembic import command

@@ -33,8 +33,9 @@ DATA = {
 
 def add_run(store: Store, method: str, dataset: str, seed: int, top1: float,
             params: tuple[str, ...] = (), backbone: str = "resnet50",
-            profile: str = "tiny", val: float | None = None) -> str:
-    """Store a finished run with the config the harness would resolve; its config hash."""
+            profile: str = "tiny", val: float | None = None, error: str | None = None) -> str:
+    """Store a finished run with the config the harness would resolve; its config hash.
+    With ``error`` the run is stored as failed instead."""
     spec = RunSpec(method=method, backbone=backbone, dataset=dataset, seed=seed,
                    profile=profile, params=list(params))
     resolved = resolve(spec, Context(profile=profile))
@@ -45,6 +46,9 @@ def add_run(store: Store, method: str, dataset: str, seed: int, top1: float,
         tiny_models=any(m.startswith("tiny/") for m in models.values()), versions={},
         git_revision=None)
     assert run_id is not None
+    if error is not None:
+        store.fail(run_id, error)
+        return resolved.config_hash
     extra = {"val_top1": val} if val is not None else None
     store.finish(run_id, top1=top1, top5=min(100.0, top1 + 10), loss=1.0, extra=extra)
     return resolved.config_hash
@@ -403,3 +407,247 @@ def test_figures_fit_long_dataset_and_row_names(store: Store, tmp_path: Path) ->
     paths = write_figures(lb, tmp_path / "figs")
     assert len(paths) == 3
     assert "imagefolder:colours_of_things" in grid(only_table(lb)).header
+
+
+# -- the table model: baselines, order, reference rows, failed and damaged runs ---------
+
+PAPER_ORDER = ["cifar100", "cifar10", "caltech101", "stanford_cars", "flowers102",
+               "oxford_pets", "dtd"]
+
+
+def add_seeds(store: Store, method: str, dataset: str, values: dict[int, float],
+              **kwargs: object) -> str:
+    """Store ``{seed: top-1}`` runs of one config; its config hash."""
+    hashes = {add_run(store, method, dataset, seed, v, **kwargs)  # type: ignore[arg-type]
+              for seed, v in values.items()}
+    assert len(hashes) == 1
+    return hashes.pop()
+
+
+def test_best_baseline_is_the_best_measured_one_and_two_seeds_qualify(db_url: str) -> None:
+    store = Store(db_url)
+    none = {0: 60.0, 1: 61.0, 2: 62.5}
+    sgid = {0: 70.0, 1: 71.5, 2: 73.0}
+    cutmix = {0: 66.0, 1: 67.0}  # best baseline mean (66.5), on exactly two seeds
+    add_seeds(store, "none", "shapes", none)
+    add_seeds(store, "sgid", "shapes", sgid)
+    add_seeds(store, "cutmix", "shapes", cutmix)
+    add_seeds(store, "randaugment", "shapes", {0: 63.0, 1: 64.0, 2: 65.5})
+    add_seeds(store, "moex", "shapes", {0: 90.0})  # one lucky seed never sets the bar
+    lb = build(store, alpha=0.01)
+    assert lb.alpha == 0.01
+    table = only_table(lb)
+    cell = row_of(table, "sgid").cells["shapes"]  # type: ignore[attr-defined]
+    assert cell.best_baseline == "cutmix"
+    # Seeds pair only partly (3 vs 2): Welch over every seed, 99% interval (alpha = 0.01).
+    welch = sps.ttest_ind(list(sgid.values()), list(cutmix.values()), equal_var=False)
+    assert cell.vs_best.test == "Welch t"
+    assert cell.vs_best.p == pytest.approx(welch.pvalue)
+    assert cell.vs_best.ci == pytest.approx(tuple(welch.confidence_interval(0.99)))
+    paired = sps.ttest_rel(list(sgid.values()), list(none.values()))
+    assert cell.vs_none.test == "paired t"
+    assert cell.vs_none.p == pytest.approx(paired.pvalue)
+    assert cell.vs_none.ci == pytest.approx(tuple(paired.confidence_interval(0.99)))
+    values = list(sgid.values())
+    expected_ci = sps.t.interval(0.99, 2, loc=sum(values) / 3, scale=sps.sem(values))
+    assert cell.ci(0.01) == pytest.approx(expected_ci)
+    # Only SGID-family methods are tested against the best baseline.
+    assert row_of(table, "cutmix").cells["shapes"].vs_best is None  # type: ignore[attr-defined]
+
+
+def test_vs_none_uses_the_plain_backbone_run_sharing_the_most_seeds(db_url: str) -> None:
+    # Two plain-backbone configs that only differ in the none plugin's version (not in
+    # what a comparison must share): the one run on sgid's seeds is its baseline.
+    store = Store(db_url)
+    h = add_seeds(store, "none", "shapes", {0: 60.0, 1: 61.0, 2: 62.5})
+    run = store.get(h, 0)
+    assert run is not None
+    config = {**run.config, "augmenters": [{**run.config["augmenters"][0], "version": "0"}]}
+    for seed, value in ((10, 50.0), (11, 51.0), (12, 52.5), (13, 50.5)):
+        run_id = store.claim("0" * 64, seed, method="none", backbone="resnet50",
+                             dataset="shapes", profile="tiny", config=config,
+                             models=run.models, tiny_models=True, versions={},
+                             git_revision=None)
+        assert run_id is not None
+        store.finish(run_id, top1=value, top5=value, loss=1.0)
+    sgid = {0: 70.0, 1: 71.5, 2: 73.0}
+    add_seeds(store, "sgid", "shapes", sgid)
+    table = only_table(build(store, select_by="none"))
+    nones = [r for r in table.measured if r.method == "none"]
+    assert len(nones) == 2
+    comp = row_of(table, "sgid").cells["shapes"].vs_none  # type: ignore[attr-defined]
+    assert comp.test == "paired t"
+    assert comp.n == 3
+    assert comp.p == pytest.approx(sps.ttest_rel([70.0, 71.5, 73.0], [60.0, 61.0, 62.5]).pvalue)
+    # The plain backbone is never tested against itself.
+    assert all(c.vs_none is None and c.vs_best is None for r in nones for c in r.cells.values())
+
+
+def test_the_plain_backbone_is_no_test_and_a_missing_one_is_noted(db_url: str) -> None:
+    from sgid_bench.leaderboard.render import render_csv
+
+    store = Store(db_url)
+    add_seeds(store, "none", "shapes", {0: 60.0, 1: 61.0})
+    add_seeds(store, "cutmix", "shapes", {0: 62.0, 1: 64.0})
+    add_seeds(store, "cutmix", "cifar10", {0: 80.0, 1: 81.0})  # no plain backbone here
+    lb = build(store)
+    table = only_table(lb)
+    none = row_of(table, "none").cells["shapes"]  # type: ignore[attr-defined]
+    assert none.vs_none is None
+    assert none.no_baseline is False
+    assert row_of(table, "cutmix").cells["cifar10"].no_baseline is True  # type: ignore[attr-defined]
+    assert table.families == {("tiny", True): 1}  # cutmix vs none on shapes only
+    rows = list(csv.DictReader(io.StringIO(render_csv(lb))))
+    notes = {(r["method"], r["dataset"]): r["note"] for r in rows if r["kind"] == "measured"
+             and r["dataset"] != "average"}
+    assert notes == {("none", "shapes"): "", ("cutmix", "shapes"): "",
+                     ("cutmix", "cifar10"): "no plain-backbone run"}
+
+
+def test_reference_rows_carry_the_papers_numbers_in_the_papers_order(db_url: str) -> None:
+    from sgid_bench.leaderboard.render import render_csv
+
+    store = Store(db_url)
+    add_seeds(store, "none", "cifar100", {0: 76.0, 1: 76.5}, profile="paper")
+    lb = build(store, reference="paper", alpha=0.01)
+    assert (lb.alpha, lb.reference) == (0.01, "paper")
+    assert [t.backbone for t in lb.tables] == ["resnet50", "vit", "clip_vit"]
+    table = lb.tables[0]
+    # Dataset columns in the paper's order; the paper's own average is no dataset column.
+    assert table.datasets == PAPER_ORDER
+    assert table.has_average
+    measured, paper = table.rows[0], table.rows[1]
+    assert (measured.method, measured.kind) == ("none", "measured")
+    assert (paper.method, paper.kind) == ("none", "reference")
+    assert (paper.group, paper.profile, paper.tiny) == ("backbone", "paper", False)
+    assert paper.cells == {}  # never mixed with measured statistics
+    assert paper.reference["cifar100"].accuracy == 75.12
+    assert paper.reference["average"].accuracy == 57.53
+    assert measured.cells["cifar100"].delta == pytest.approx(76.25 - 75.12)
+    assert [r.kind for r in table.rows].count("measured") == 1
+    rows = list(csv.DictReader(io.StringIO(render_csv(lb))))
+    ref = next(r for r in rows if r["backbone"] == "resnet50" and r["kind"] == "reference"
+               and r["method"] == "none" and r["dataset"] == "cifar100")
+    assert (ref["group"], ref["profile"], ref["tiny_models"], ref["reference"]) == (
+        "backbone", "paper", "0", "75.12")
+
+
+def test_the_method_filter_applies_to_reference_rows(db_url: str) -> None:
+    # A method the paper does not have: no paper rows, and no empty paper columns.
+    store = Store(db_url)
+    add_seeds(store, "sgid+cutmix", "shapes", {0: 60.0, 1: 61.0})
+    add_seeds(store, "none", "shapes", {0: 50.0, 1: 51.0})
+    table = only_table(build(store, reference="paper", methods=["sgid+cutmix"]))
+    assert table.datasets == ["shapes"]
+    assert [(r.method, r.kind) for r in table.rows] == [("sgid+cutmix", "measured")]
+
+
+def test_backbone_filter_chooses_the_tables(db_url: str) -> None:
+    store = Store(db_url)
+    for backbone in ("clip_vit", "vit", "resnet50"):
+        add_seeds(store, "none", "shapes", {0: 50.0, 1: 51.0}, backbone=backbone)
+    assert [t.backbone for t in build(store).tables] == ["resnet50", "vit", "clip_vit"]
+    assert [t.backbone for t in build(store, backbones=["vit"]).tables] == ["vit"]
+
+
+def test_failed_runs_are_counted_per_table_under_the_same_filters(db_url: str) -> None:
+    store = Store(db_url)
+    add_seeds(store, "none", "shapes", {0: 50.0, 1: 51.0})
+    add_run(store, "none", "shapes", 7, 0.0, error="CUDA out of memory")
+    add_run(store, "none", "shapes", 8, 0.0, profile="paper", error="killed")
+    add_run(store, "none", "shapes", 9, 0.0, backbone="vit", error="killed")
+    table = only_table(build(store))
+    assert table.failed == 2  # resnet50's own: the vit failure is another table's
+    assert table.failed_hint == "sgid-bench runs --status failed -b resnet50"
+    tiny = only_table(build(store, profiles=["tiny"]))
+    assert tiny.failed == 1
+    assert tiny.failed_hint == "sgid-bench runs --status failed -b resnet50 --profile tiny"
+    assert "1 failed run(s) hidden: sgid-bench runs --status failed -b resnet50 --profile " \
+        "tiny" in grid(tiny).caption
+
+
+def test_a_damaged_row_is_skipped_with_a_warning_naming_it(
+        db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import sqlite3
+
+    store = Store(db_url)
+    add_seeds(store, "none", "shapes", {0: 50.0, 1: 51.0, 2: 52.0})
+    add_seeds(store, "cutmix", "shapes", {0: 55.0, 1: 57.0})
+    conn = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+    with conn:
+        conn.execute("UPDATE runs SET per_class = '{not json' WHERE id = 2")
+    conn.close()
+    with caplog.at_level(logging.WARNING, logger="sgid_bench.leaderboard"):
+        table = only_table(build(store))
+    assert row_of(table, "none").cells["shapes"].values == {0: 50.0, 2: 52.0}  # type: ignore[attr-defined]
+    assert row_of(table, "cutmix").cells["shapes"].n == 2  # type: ignore[attr-defined]
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                and "skipped run" in r.getMessage()]
+    assert len(messages) == 1
+    match = re.fullmatch(r"skipped run 2: its stored data is unreadable \((.+)\); inspect or "
+                         r"delete the row \(runs\.id = 2\) in the store", messages[0])
+    assert match is not None, messages
+    assert match.group(1).startswith("JSONDecodeError: ")
+
+
+def test_tiny_model_tables_say_their_numbers_check_the_pipeline(store: Store) -> None:
+    table = only_table(build(store))
+    assert table.notes[-1] == ("tiny models: random-weight stand-ins of the real "
+                               "architectures; their accuracies check the pipeline, not "
+                               "the methods")
+
+
+def test_exactly_two_configs_of_one_dataset_split_the_cell(db_url: str) -> None:
+    store = Store(db_url)
+    add_seeds(store, "none", "shapes", {0: 50.0, 1: 51.0})
+    add_seeds(store, "sgid", "shapes", {0: 60.0, 1: 61.0}, params=("strength=0.3",))
+    add_seeds(store, "sgid", "shapes", {0: 62.0, 1: 64.0}, params=("strength=0.7",))
+    table = only_table(build(store, select_by="none"))
+    low = row_of(table, "sgid", "strength=0.3").cells["shapes"]  # type: ignore[attr-defined]
+    high = row_of(table, "sgid", "strength=0.7").cells["shapes"]  # type: ignore[attr-defined]
+    assert low.split
+    assert high.split
+    assert f"#{low.short_hash}" in cell_text(low, 0.05).text
+    assert not row_of(table, "none").cells["shapes"].split  # type: ignore[attr-defined]
+
+
+def test_rows_of_a_group_follow_the_papers_method_order(db_url: str) -> None:
+    store = Store(db_url)
+    for method in ("moex", "cutmix", "random_erasing", "none"):
+        add_seeds(store, method, "shapes", {0: 50.0, 1: 51.0})
+    table = only_table(build(store))
+    assert [r.method for r in table.rows] == ["none", "random_erasing", "cutmix", "moex"]
+
+
+def test_fmt_and_dataset_labels_are_what_tables_print() -> None:
+    from sgid_bench.leaderboard.table import dataset_label, fmt
+
+    assert fmt(None) == "—"
+    assert fmt(float("nan")) == "—"
+    assert fmt(1.5) == "1.50"
+    assert fmt(1.5, signed=True) == "+1.50"
+    assert fmt(-0.125, 1, signed=True) == "-0.1"
+    assert fmt(3.0, 3, True) == "+3.000"
+    assert fmt(2, 0) == "2"
+    assert dataset_label("imagefolder:/data/sets/pets") == "imagefolder:pets"
+    assert dataset_label("imagefolder:C:/data/pets") == "imagefolder:pets"
+    assert dataset_label("cifar10") == "cifar10"
+
+
+def test_a_plugin_group_outside_the_papers_comes_after_them(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sgid_bench.plugins import registry
+
+    store = Store(db_url)
+    for method in ("cutmix", "randaugment", "none"):
+        add_seeds(store, method, "shapes", {0: 50.0, 1: 51.0})
+    monkeypatch.setattr(registry().get("augmenter", "cutmix"), "group", "regularisation")
+    method_group.cache_clear()
+    try:
+        table = only_table(build(store))
+    finally:
+        monkeypatch.undo()
+        method_group.cache_clear()
+    assert [(r.group, r.method) for r in table.rows] == [
+        ("backbone", "none"), ("perturbation", "randaugment"), ("regularisation", "cutmix")]

@@ -113,8 +113,16 @@ def test_only_the_methods_own_parameters_are_selected(store: Store) -> None:
 
 
 def test_an_unknown_select_by_is_a_user_error(store: Store) -> None:
-    with pytest.raises(UserError, match="--select-by"):
+    with pytest.raises(UserError, match="--select-by") as err:
         build(store, select_by="test")
+    assert str(err.value) == "--select-by 'test': use one of val, none"
+
+
+def test_the_table_records_the_select_by_it_was_built_with(store: Store) -> None:
+    assert only_table(store).select_by == "val"
+    table = only_table(store, select_by="none")
+    assert table.select_by == "none"
+    assert "validation accuracy" not in grid(table).caption
 
 
 # -- sweeps ----------------------------------------------------------------------------

@@ -221,3 +221,33 @@ def test_runs_filters_by_columns_in_claim_order(store: Store) -> None:
                                                         ("alpha", "vit")]
     assert methods(None, method=("mid",)) == [specs[2]]
     assert [r.id for r in store.runs(RUNNING)] == [running]
+
+
+def test_an_unreadable_row_is_skipped_and_reported_with_its_reason(store: Store) -> None:
+    ids = []
+    for seed in range(3):
+        run_id = store.claim("h", seed, **fields())
+        store.finish(run_id, top1=float(seed), per_class={"circle": 1.0})  # type: ignore[arg-type]
+        ids.append(run_id)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE runs SET per_class = '{{not json' WHERE id = {ids[1]}")
+    with pytest.raises(ValueError, match="Expecting property name"):
+        store.runs()  # without a callback the damage is not hidden
+    reported: list[tuple[int, str]] = []
+    rows = store.runs(on_invalid=lambda run_id, reason: reported.append((run_id, reason)))
+    assert [r.id for r in rows] == [ids[0], ids[2]]
+    ((run_id, reason),) = reported
+    assert run_id == ids[1]
+    assert reason.startswith("JSONDecodeError: Expecting property name")
+
+
+def test_the_store_is_sgid_bench_db_unless_sgid_bench_db_names_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SGID_BENCH_DB", raising=False)
+    assert Store().sqlite_path == Path("sgid-bench.db")
+    assert (tmp_path / "sgid-bench.db").is_file()
+    monkeypatch.setenv("SGID_BENCH_DB", f"sqlite:///{tmp_path / 'shared.db'}")
+    assert Store().sqlite_path == tmp_path / "shared.db"
+    monkeypatch.setenv("SGID_BENCH_DB", "")  # set but empty: the default
+    assert Store().sqlite_path == Path("sgid-bench.db")

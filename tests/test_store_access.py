@@ -160,3 +160,113 @@ def test_leaderboard_skips_a_row_with_invalid_json(
     assert result.exit_code == 0, result.output
     assert "51.0" in result.output  # the other run is there
     assert "skipped run 1: its stored data is unreadable" in caplog.text
+
+
+HINT = "pass a SQLAlchemy URL such as sqlite:///results.db or postgresql+psycopg://user@host/db"
+
+
+@pytest.mark.parametrize(("url", "shown", "problem"), [
+    (f"postgresql+nodriver://bench:{SECRET}@127.0.0.1/results",
+     "'postgresql+nodriver://bench:***@127.0.0.1/results'", "postgresql.nodriver"),
+    (f"postgresql+psycopg://bench:{SECRET}@@:/", "'postgresql+psycopg://bench:***@@:/'", ""),
+])
+def test_a_bad_url_names_the_url_the_problem_and_the_fix(url: str, shown: str,
+                                                          problem: str) -> None:
+    with pytest.raises(UserError) as err:
+        Store(url)
+    message = str(err.value)
+    assert message.startswith(f"cannot use database URL {shown}")
+    assert problem in message
+    assert message.endswith(HINT)
+    assert len(message.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("url", "password"), [
+    ("postgresql+nodriver://bench:plugin@127.0.0.1/results", "plugin"),  # unknown driver
+    ("postgresql+psycopg://bench:refused@127.0.0.1:1/results", "refused"),  # no server
+])
+def test_a_password_that_is_a_plain_word_is_hidden_wherever_it_appears(
+        url: str, password: str) -> None:
+    with pytest.raises(UserError) as err:
+        Store(url)
+    assert "bench:***@127.0.0.1" in str(err.value)
+    assert password not in str(err.value)
+
+
+def test_reading_an_unreachable_postgresql_says_it_cannot_be_reached() -> None:
+    with pytest.raises(UserError) as err:
+        Store(f"postgresql+psycopg://bench:{SECRET}@127.0.0.1:1/results", readonly=True)
+    message = str(err.value)
+    assert message.startswith("cannot open database "
+                              "postgresql+psycopg://bench:***@127.0.0.1:1/results: ")
+    assert "127.0.0.1" in message.split(": ", 1)[1]  # the driver's reason: no server there
+    assert SECRET not in message
+
+
+def test_an_unopenable_database_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    db = tmp_path / "no" / "such" / "dir" / "r.db"
+    with pytest.raises(UserError) as err:
+        Store(f"sqlite:///{db}")
+    assert str(err.value) == (
+        f"cannot open database {db}: unable to open database file; check that it is "
+        "reachable and writable, or pass another location with --db or SGID_BENCH_DB")
+    assert not db.parent.exists()
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_corrupted_file_is_reported_as_corrupted_and_left_alone(db_url: str,
+                                                                 readonly: bool) -> None:
+    db = Path(db_url.removeprefix("sqlite:///"))
+    db.write_bytes(b"not a database " * 300)
+    before = _digest(db)
+    with pytest.raises(UserError) as err:
+        Store(db_url, readonly=readonly)
+    assert str(err.value) == (
+        f"database {db} is corrupted or not a SQLite file (file is not a database); "
+        "nothing was written to it: restore it from a backup or pass another --db")
+    assert _digest(db) == before
+
+
+@pytest.mark.parametrize("url", ["sqlite:///{}", "sqlite:///file:{}?uri=true"])
+def test_a_read_only_open_of_a_missing_file_says_what_to_do_and_creates_nothing(
+        tmp_path: Path, url: str) -> None:
+    missing = tmp_path / "nowhere.db"
+    with pytest.raises(UserError) as err:
+        Store(url.format(missing), readonly=True)
+    assert str(err.value) == (
+        f"no results database at {missing}: run `sgid-bench run` or `sgid-bench sweep` "
+        "first, or pass --db (or set SGID_BENCH_DB) to the store your runs wrote to")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("query", ["uri=true", "mode=rw&uri=true"])
+def test_a_read_only_open_through_a_file_uri_cannot_write(db_url: str, query: str) -> None:
+    db = _store_with_runs(db_url)
+    store = Store(f"sqlite:///file:{db}?{query}", readonly=True)
+    assert len(store.runs()) == 2
+    with pytest.raises(OperationalError, match="readonly"), store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE runs SET top1 = 0")
+
+
+def test_store_connections_enforce_foreign_keys(db_url: str) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    store = Store(db_url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql("CREATE TEMP TABLE child (parent INTEGER REFERENCES parent(id))")
+        with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+            conn.exec_driver_sql("INSERT INTO child VALUES (42)")
+    store.close()
+
+
+def test_a_pooled_connection_closed_under_the_store_is_replaced(db_url: str) -> None:
+    from sqlalchemy import event
+
+    store = Store(db_url)
+    run_id = store.claim("h", 0, **fields())
+    # The database side drops every idle connection (a server restart, an idle timeout).
+    event.listen(store.engine, "checkin", lambda dbapi_conn, _record: dbapi_conn.close())
+    assert store.get("h", 0) is not None
+    assert store.get("h", 0).id == run_id  # type: ignore[union-attr]
+    store.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
-from test_leaderboard import DATA, _image_folder, add_run
+from test_leaderboard import DATA, _image_folder, add_data, add_run
 
 from sgid_bench.cli import main
 from sgid_bench.leaderboard.configs import variant_labels
@@ -225,3 +225,118 @@ def test_nothing_finished_but_failures_says_how_to_see_them(runner: CliRunner,
     assert "1 run(s) failed: sgid-bench runs --status failed -m mixup lists them" in \
         result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_budget_labels_name_only_the_budget_that_varies_and_never_twice(db_url: str) -> None:
+    s = add_data(Store(db_url), ("shapes",))
+    for seed in range(3):
+        add_run(s, "cutmix", "shapes", seed, 95.0 + seed, params=("train.epochs=2",))
+    table = only_table(s)
+    labels = {(r.method, r.variant): (r.budget_label, r.config_label) for r in table.measured}
+    # shapes configs also carry train_per_class=60, the same in every row: never named.
+    assert labels == {
+        ("none", ""): ("epochs=8", "tiny · tiny models · epochs=8"),
+        # Their variants already say the budget: not said again.
+        ("cutmix", "epochs=8"): ("", "tiny · tiny models · epochs=8"),
+        ("cutmix", "epochs=2"): ("", "tiny · tiny models · epochs=2"),
+        ("randaugment", ""): ("epochs=8", "tiny · tiny models · epochs=8"),
+        ("sgid", ""): ("epochs=8", "tiny · tiny models · epochs=8"),
+    }
+    assert table.budget_keys == {("tiny", True): {"epochs"}}
+    assert table.notes == ["tiny profile, tiny models: rows trained with different budgets "
+                           "(epochs) are placed and ranked only against rows of the same "
+                           "budget",
+                           "tiny models: random-weight stand-ins of the real architectures; "
+                           "their accuracies check the pipeline, not the methods"]
+    assert table.ranking is not None
+    assert table.ranking.notes[-1] == ("ranks cover the tiny profile, tiny models, epochs=8 "
+                                       "rows with a result on shapes; 1 other row(s) are "
+                                       "left out")
+
+
+def test_a_variant_naming_its_budget_among_other_settings_gets_no_budget_label(
+        db_url: str) -> None:
+    s = Store(db_url)
+    for seed in range(2):
+        add_run(s, "none", "shapes", seed, 60.0 + seed)
+        add_run(s, "sgid", "shapes", seed, 70.0 + seed,
+                params=("train.epochs=2", "strength=0.7"))
+    table = only_table(s)
+    labels = {r.method: r.config_label for r in table.measured}
+    assert labels == {"none": "tiny · tiny models · epochs=8",
+                      "sgid": "tiny · tiny models · epochs=2, strength=0.7"}
+
+
+def test_two_varying_budget_settings_are_both_named(store: Store) -> None:
+    for seed in range(2):
+        add_run(store, "cutmix", "shapes", seed, 50.0 + seed,
+                params=("train.epochs=2", "dataset.train_per_class=30"))
+    table = only_table(store)
+    assert table.budget_keys == {("tiny", True): {"epochs", "train_per_class"}}
+    assert ("tiny profile, tiny models: rows trained with different budgets (epochs, "
+            "train_per_class) are placed and ranked only against rows of the same budget"
+            in table.notes)
+    short = next(r for r in table.measured if r.variant.startswith("epochs=2"))
+    assert short.variant == "epochs=2, train_per_class=30"
+    assert short.budget_label == ""
+    # Default rows: cifar10 has no train_per_class; each budget of the row, once.
+    sgid = next(r for r in table.measured if r.method == "sgid")
+    assert sgid.budget_label.split("; ") == ["epochs=8", "epochs=8, train_per_class=60"]
+
+
+def test_each_class_mixing_budgets_gets_its_own_note(db_url: str) -> None:
+    s = Store(db_url)
+    for seed in range(2):
+        # quick profile (listed first): one budget; tiny: two budgets.
+        add_run(s, "none", "shapes", seed, 60.0 + seed, profile="quick")
+        add_run(s, "sgid", "shapes", seed, 70.0 + seed, profile="quick")
+        add_run(s, "none", "shapes", seed, 60.0 + seed)
+        add_run(s, "sgid", "shapes", seed, 70.0 + seed, params=("train.epochs=2",))
+    table = only_table(s)
+    assert table.budget_keys == {("tiny", True): {"epochs"}}
+    assert [n for n in table.notes if "budget" in n] == [
+        "tiny profile, tiny models: rows trained with different budgets (epochs) are "
+        "placed and ranked only against rows of the same budget"]
+    assert {r.budget_label for r in table.measured if r.profile == "quick"} == {""}
+    # The same in a class of real models, which says no "tiny models".
+    for seed in range(2):
+        add_run(s, "cutmix", "shapes", seed, 65.0 + seed, profile="quick",
+                params=("train.epochs=2",))
+    table = only_table(s)
+    assert table.budget_keys == {("quick", False): {"epochs"}, ("tiny", True): {"epochs"}}
+    assert [n for n in table.notes if "budget" in n] == [
+        "quick profile: rows trained with different budgets (epochs) are placed and ranked "
+        "only against rows of the same budget",
+        "tiny profile, tiny models: rows trained with different budgets (epochs) are "
+        "placed and ranked only against rows of the same budget"]
+
+
+def test_a_budget_setting_some_datasets_lack_is_named_cleanly(store: Store) -> None:
+    for seed in range(2):
+        add_run(store, "cutmix", "shapes", seed, 50.0 + seed,
+                params=("dataset.train_per_class=30",))
+    table = only_table(store)
+    assert table.budget_keys == {("tiny", True): {"train_per_class"}}
+    sgid = next(r for r in table.measured if r.method == "sgid")
+    assert sgid.budget_label == "train_per_class=60"
+    assert sgid.config_label == "tiny · tiny models · train_per_class=60"
+    assert table.ranking is not None
+    assert "ranks cover the tiny profile, tiny models, train_per_class=60 rows with a " \
+        "result on cifar10, shapes;" in table.ranking.notes[-1]
+
+
+@pytest.mark.xfail(strict=True, reason="known, not fixed: configs.variant_labels labels the "
+                   "shapes default 'train_per_class=60' once 30 is also stored there, while "
+                   "cifar10 (no such setting) stays unlabelled, so one default config becomes "
+                   "two rows and is neither averaged nor ranked")
+def test_a_setting_split_on_one_dataset_does_not_split_a_default_row(store: Store) -> None:
+    for seed in range(2):
+        add_run(store, "cutmix", "shapes", seed, 50.0 + seed,
+                params=("dataset.train_per_class=30",))
+    table = only_table(store)
+    cutmix = [r for r in table.measured if r.method == "cutmix"]
+    assert len(cutmix) == 2
+    default = next(r for r in cutmix if "train_per_class=30" not in r.variant)
+    assert set(default.cells) == {"shapes", "cifar10"}
+    assert default.average is not None
+    assert default.rank is not None

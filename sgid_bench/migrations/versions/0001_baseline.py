@@ -42,21 +42,23 @@ def upgrade() -> None:
         sa.Column("extra", sa.JSON()),
         sa.UniqueConstraint("config_hash", "seed", name="uq_run_config_seed"),
     )
-    op.create_table(
-        "generations",
-        sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("cache_key", sa.String(64), nullable=False, unique=True),
-        sa.Column("method", sa.String(200), nullable=False, index=True),
-        sa.Column("dataset", sa.String(500), nullable=False),
-        sa.Column("seed", sa.Integer(), nullable=False),
-        sa.Column("params", sa.JSON(), nullable=False),
-        sa.Column("models", sa.JSON(), nullable=False),
-        sa.Column("path", sa.Text(), nullable=False),
-        sa.Column("images", sa.Integer(), nullable=False),
-        sa.Column("status", sa.String(10), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", sa.DateTime(timezone=True)),
-    )
+    # A store whose runs table was dropped may keep its generation records: keep them.
+    if not sa.inspect(op.get_bind()).has_table("generations"):
+        op.create_table(
+            "generations",
+            sa.Column("id", sa.Integer(), primary_key=True),
+            sa.Column("cache_key", sa.String(64), nullable=False, unique=True),
+            sa.Column("method", sa.String(200), nullable=False, index=True),
+            sa.Column("dataset", sa.String(500), nullable=False),
+            sa.Column("seed", sa.Integer(), nullable=False),
+            sa.Column("params", sa.JSON(), nullable=False),
+            sa.Column("models", sa.JSON(), nullable=False),
+            sa.Column("path", sa.Text(), nullable=False),
+            sa.Column("images", sa.Integer(), nullable=False),
+            sa.Column("status", sa.String(10), nullable=False),
+            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("finished_at", sa.DateTime(timezone=True)),
+        )
 
 
 def downgrade() -> None:
