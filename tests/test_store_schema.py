@@ -294,6 +294,9 @@ def test_concurrent_processes_create_a_fresh_sqlite_store(tmp_path: Path) -> Non
 
 
 def test_an_opener_waits_for_another_openers_write_lock_on_a_new_file(tmp_path: Path) -> None:
+    """Switching a new file to WAL meets another opener's write lock: this opener waits
+    for it instead of failing with 'database is locked' (SQLite answers that switch at
+    once, without its busy timeout; about 1 in 100 four-process creations hit it)."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
