@@ -449,6 +449,12 @@ def _mark_places(items: list[tuple[float, Any]]) -> None:
         obj.place = place if place <= 2 else 0
 
 
+def _budget_texts(cells: Iterable[Cell], varying: set[str]) -> list[str]:
+    """The distinct budget texts of ``cells`` (a dataset without the varying settings has
+    none, and adds nothing)."""
+    return sorted({t for c in cells if (t := budget_text(budget(c.config), varying))})
+
+
 def _row_budget(row: Row, columns: Sequence[str]) -> tuple[Any, ...]:
     return tuple(budget(row.cells[d].config) for d in columns if d in row.cells)
 
@@ -491,8 +497,7 @@ def _mark_budgets(table: Table) -> None:
             continue
         table.budget_keys[key] = varying
         for row in rows:
-            texts = sorted({t for c in row.cells.values()
-                            if (t := budget_text(budget(c.config), varying))})
+            texts = _budget_texts(row.cells.values(), varying)
             if not {p for t in texts for p in t.split(", ")} <= set(row.variant.split(", ")):
                 row.budget_label = "; ".join(texts)
         what = f"{key[0]} profile" + (", tiny models" if key[1] else "")
@@ -531,8 +536,7 @@ def _rank(table: Table) -> None:
         what = f"{profile} profile" + (", tiny models" if tiny else "")
         varying = table.budget_keys.get(rows[0].family)
         if varying:
-            texts = sorted({t for d in columns
-                            if (t := budget_text(budget(rows[0].cells[d].config), varying))})
+            texts = _budget_texts((rows[0].cells[d] for d in columns), varying)
             if texts:
                 what += f", {'; '.join(texts)}"
         table.ranking.notes.append(

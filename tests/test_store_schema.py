@@ -383,6 +383,22 @@ CORRUPT = "is corrupted or not a SQLite file"
 FOREIGN = "is not an sgid-bench results store ({}); nothing was written to it: pass another --db"
 
 
+def _refusals(path: Path) -> list[str]:
+    """The one-line errors of a writing and a reading open of ``path``, which neither may
+    change (nor write a page to its WAL)."""
+    before = _digest(path)
+    messages = []
+    for readonly in (False, True):
+        with pytest.raises(UserError) as err:
+            Store(f"sqlite:///{path}", readonly=readonly)
+        messages.append(str(err.value))
+        assert "\n" not in messages[-1]
+    assert _digest(path) == before
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0  # no page written there either
+    return messages
+
+
 @pytest.mark.parametrize(("make", "problem"), [
     pytest.param(_random_bytes, CORRUPT, id="random bytes"),
     pytest.param(_truncated, CORRUPT, id="truncated"),
@@ -400,32 +416,19 @@ def test_corrupted_or_foreign_sqlite_file_is_refused_untouched(
         tmp_path: Path, make: Any, problem: str) -> None:
     path = tmp_path / "victim.db"
     make(path)
-    before = _digest(path)
-    for readonly in (False, True):
-        with pytest.raises(UserError) as err:
-            Store(f"sqlite:///{path}", readonly=readonly)
-        message = str(err.value)
+    for message in _refusals(path):
         assert f"database {path} {problem}" in message
-        assert "\n" not in message
-    assert _digest(path) == before
-    wal = tmp_path / "victim.db-wal"
-    assert not wal.exists() or wal.stat().st_size == 0  # no page written there either
 
 
 def test_damage_only_the_integrity_check_finds_is_named_and_left_untouched(
         tmp_path: Path) -> None:
     path = tmp_path / "victim.db"
     _freelist_miscounted(path)
-    before = _digest(path)
-    for readonly in (False, True):
-        with pytest.raises(UserError) as err:
-            Store(f"sqlite:///{path}", readonly=readonly)
-        message = str(err.value)
+    for message in _refusals(path):
         assert f"database {path} {CORRUPT}" in message
         assert "freelist: size is 0 but should be 5" in message  # what the check found
         assert "nothing was written to it: restore it from a backup or pass another --db" \
             in message
-    assert _digest(path) == before
 
 
 def test_nan_params_and_oversized_seeds_are_refused_before_storing(db_url: str) -> None:
